@@ -1,0 +1,5 @@
+"""Compiled numba kernels of skmaml.
+
+Everything in this sub-package works on contiguous NumPy arrays, scalars and the integer codes of
+:mod:`skmaml._kernels._config`; it knows nothing of scikit-learn or of estimator objects.
+"""

@@ -1,0 +1,19 @@
+"""Jit options and integer codes shared by every kernel: the one place these facts live.
+
+Losses have no code: a kernel chooses the loss from the *type* of the targets it is given
+(floating 2-D targets -> squared error, integer 1-D targets -> softmax cross-entropy), so targets and
+loss can never disagree.
+"""
+
+# ``cache=True`` keeps ``import skmaml`` and the first fit fast after the first-ever compile.
+# ``nogil=True`` lets joblib threads run kernels side by side. No ``fastmath``: flags such as
+# ``nnan``/``ninf`` would let a diverging meta-training produce NaN that is never seen.
+# ``parallel=True`` is never used (it must not be combined with ``cache=True``).
+JIT_OPTIONS = {"nogil": True, "cache": True}
+
+IDENTITY = 0
+LOGISTIC = 1
+TANH = 2
+RELU = 3
+
+ACTIVATION_CODES = {"identity": IDENTITY, "logistic": LOGISTIC, "tanh": TANH, "relu": RELU}
