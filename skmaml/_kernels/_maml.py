@@ -23,16 +23,22 @@ import numpy as np
 from numba import njit
 
 from ._config import JIT_OPTIONS
-from ._mlp import (_backprop_rows, _block, _forward_rows, _hvp_rows, _output_grad,
-                   _weight_grad_rows, buffer_size, layer_offsets, loss_grad, n_params,
-                   scratch_size, width_offsets)
+from ._mlp import (_backprop_rows, _block_start, _forward_rows, _hvp_rows, _loss_grad_rows,
+                   _output_grad, _weight_grad_rows, buffer_size, layer_offsets, loss_grad, n_params,
+                   width_offsets)
 
 
 @njit(**JIT_OPTIONS)
 def _sgd_step(theta, grad, inner_lr, out):
-    """``out = theta - inner_lr * grad``."""
+    """``out = theta - inner_lr * grad`` (``inner_lr`` already in the arrays' dtype)."""
     for i in range(theta.shape[0]):
         out[i] = theta[i] - inner_lr * grad[i]
+
+
+@njit(**JIT_OPTIONS)
+def _as_dtype(value, like):
+    """``value`` as a scalar of ``like``'s dtype, so float32 loops stay float32."""
+    return np.full(1, value, dtype=like.dtype)[0]
 
 
 @njit(**JIT_OPTIONS)
@@ -45,7 +51,7 @@ def inner_adapt(theta, layer_sizes, activation, Xs, ys, inner_lr, n_steps):
     layer_sizes : ndarray of shape (L + 1,), int64
     activation : int
         Hidden activation code.
-    Xs : ndarray of shape (n_support, n_features), dtype of ``theta``
+    Xs : ndarray of shape (n_support, n_features), dtype of ``theta``, C-contiguous
     ys : ndarray of shape (n_support, n_outputs) floating, or (n_support,) integer
     inner_lr : float
         Step size alpha.
@@ -58,9 +64,10 @@ def inner_adapt(theta, layer_sizes, activation, Xs, ys, inner_lr, n_steps):
     """
     adapted = theta.copy()
     grad = np.empty_like(theta)
+    lr = _as_dtype(inner_lr, theta)
     for _ in range(n_steps):
         loss_grad(adapted, layer_sizes, activation, Xs, ys, grad)
-        _sgd_step(adapted, grad, inner_lr, adapted)
+        _sgd_step(adapted, grad, lr, adapted)
     return adapted
 
 
@@ -76,7 +83,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     layer_sizes : ndarray of shape (L + 1,), int64
     activation : int
         Hidden activation code.
-    Xs : ndarray of shape (n_support_rows, n_features), dtype of ``theta``
+    Xs : ndarray of shape (n_support_rows, n_features), dtype of ``theta``, C-contiguous
         Support rows of all tasks, task after task.
     ys : ndarray of shape (n_support_rows, n_outputs) floating, or (n_support_rows,) integer
     s_offsets : ndarray of shape (n_tasks + 1,), int64
@@ -92,7 +99,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         Drop the second-order terms (first-order MAML).
     grad_out : ndarray of shape (n_params,)
         Receives the mean meta-gradient over tasks.
-    task_losses : ndarray of shape (n_tasks,), float64
+    task_losses : ndarray of shape (n_tasks,)
         Receives each task's query loss after adaptation.
 
     Returns
@@ -106,118 +113,93 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     woffsets = width_offsets(layer_sizes)
     n_par = n_params(layer_sizes)
     dtype = theta.dtype
+    lr = _as_dtype(inner_lr, theta)
     n_s_all = Xs.shape[0]
+    n_q_all = Xq.shape[0]
     n_s_max = 0
-    n_q_max = 0
     for t in range(n_tasks):
         n_s_max = max(n_s_max, s_offsets[t + 1] - s_offsets[t])
-        n_q_max = max(n_q_max, q_offsets[t + 1] - q_offsets[t])
 
-    # thetas[k] = theta_k of the current task; per-step buffers of steps 1..N-1 of the current task
-    # (step 0 lives in the batch buffers). Kept whole only for the second-order sweep.
-    thetas = np.empty((n_steps + 1, n_par), dtype=dtype)
+    # Step 0 for all tasks at once: every task starts from the shared theta, so the support
+    # forward and backward passes are single large products over all support rows.
+    step0 = np.empty((4, buffer_size(layer_sizes, n_s_all) if n_steps > 0 else 0), dtype=dtype)
+    Z0, A0, DZ0, DA0 = step0[0], step0[1], step0[2], step0[3]
+    if n_steps > 0:
+        _forward_rows(theta, layer_sizes, offsets, woffsets, activation, Xs, 0, Z0, A0, n_s_all,
+                      0, n_s_all)
+        for t in range(n_tasks):  # each task's own mean loss at the output
+            s0 = s_offsets[t]
+            out = _block_start(n_s_all, woffsets, n_layers, s0)
+            _output_grad(Z0, out, s_offsets[t + 1] - s0, layer_sizes[n_layers], ys, s0, DZ0, out)
+        _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z0, A0, DZ0, DA0,
+                       n_s_all, 0, n_s_all)
+
+    # Steps 1..N-1 of the current task; second order keeps every step for the backward sweep.
     n_kept = 1 if first_order else max(n_steps - 1, 1)
-    step_size = buffer_size(layer_sizes, n_s_max)
-    Zk = np.empty((n_kept, step_size), dtype=dtype)
-    Ak = np.empty_like(Zk)
-    DZk = np.empty_like(Zk)
-    DAk = np.empty_like(Zk)
+    steps = np.empty((n_kept, 4, buffer_size(layer_sizes, n_s_max)), dtype=dtype)
+    thetas = np.empty((n_steps + 1, n_par), dtype=dtype)
+    # Query passes of all tasks share one buffer: first order then sums every task's query
+    # gradient with one product per layer over all query rows.
+    n_q_max = 0
+    for t in range(n_tasks):
+        n_q_max = max(n_q_max, q_offsets[t + 1] - q_offsets[t])
+    n_q_buf = n_q_all if first_order else n_q_max
+    query = np.empty((4, buffer_size(layer_sizes, n_q_buf)), dtype=dtype)
+    Zq, Aq, DZq, DAq = query[0], query[1], query[2], query[3]
+    sweep = np.empty((3, buffer_size(layer_sizes, n_s_max) if not first_order else 0), dtype=dtype)
     grad = np.empty(n_par, dtype=dtype)
     v = np.empty(n_par, dtype=dtype)
     hv = np.empty(n_par, dtype=dtype)
-    q_size = buffer_size(layer_sizes, n_q_max)
-    Zq = np.empty(q_size, dtype=dtype)
-    Aq = np.empty(q_size, dtype=dtype)
-    DZq = np.empty(q_size, dtype=dtype)
-    DAq = np.empty(q_size, dtype=dtype)
-    if not first_order and n_steps > 0:
-        RZ = np.empty(step_size, dtype=dtype)
-        RA = np.empty(step_size, dtype=dtype)
-        RD = np.empty(step_size, dtype=dtype)
-        tmp_w = np.empty(scratch_size(layer_sizes, n_s_max), dtype=dtype)
-    else:
-        RZ = np.empty(0, dtype=dtype)
-        RA = RZ
-        RD = RZ
-        tmp_w = RZ
-
-    # Step 0, all tasks at once: forward and backward of every support row at the shared theta.
-    batch_size = buffer_size(layer_sizes, n_s_all) if n_steps > 0 else 0
-    Z0 = np.empty(batch_size, dtype=dtype)
-    A0 = np.empty(batch_size, dtype=dtype)
-    DZ0 = np.empty(batch_size, dtype=dtype)
-    DA0 = np.empty(batch_size, dtype=dtype)
-    if n_steps > 0:
-        _forward_rows(theta, layer_sizes, offsets, woffsets, activation, Xs, Z0, A0,
-                      n_s_all, 0, n_s_all)
-        for t in range(n_tasks):
-            r0 = s_offsets[t]
-            r1 = s_offsets[t + 1]
-            _output_grad(_block(Z0, n_s_all, woffsets, n_layers, r0, r1), ys[r0:r1],
-                         _block(DZ0, n_s_all, woffsets, n_layers, r0, r1))
-        _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z0, A0, DZ0, DA0,
-                       n_s_all, 0, n_s_all)
 
     grad_out[:] = 0.0
     for t in range(n_tasks):
         s0 = s_offsets[t]
-        s1 = s_offsets[t + 1]
-        n_s = s1 - s0
+        n_s = s_offsets[t + 1] - s0
         q0 = q_offsets[t]
-        q1 = q_offsets[t + 1]
-        n_q = q1 - q0
-        X_sup = Xs[s0:s1]
-        y_sup = ys[s0:s1]
+        n_q = q_offsets[t + 1] - q0
         thetas[0, :] = theta
-        # Inner loop.
         for k in range(n_steps):
             if k == 0:
-                _weight_grad_rows(layer_sizes, offsets, woffsets, X_sup, A0, DZ0, n_s_all,
-                                  s0, s1, grad)
+                _weight_grad_rows(layer_sizes, offsets, woffsets, Xs, s0, A0, DZ0, n_s_all, s0,
+                                  n_s, grad, False)
             else:
-                j = k - 1 if not first_order else 0
-                Z = Zk[j]
-                A = Ak[j]
-                DZ = DZk[j]
-                DA = DAk[j]
-                _forward_rows(thetas[k], layer_sizes, offsets, woffsets, activation, X_sup,
-                              Z, A, n_s, 0, n_s)
-                _output_grad(_block(Z, n_s, woffsets, n_layers, 0, n_s), y_sup,
-                             _block(DZ, n_s, woffsets, n_layers, 0, n_s))
-                _backprop_rows(thetas[k], layer_sizes, offsets, woffsets, activation, Z, A, DZ,
-                               DA, n_s, 0, n_s)
-                _weight_grad_rows(layer_sizes, offsets, woffsets, X_sup, A, DZ, n_s, 0, n_s,
-                                  grad)
-            _sgd_step(thetas[k], grad, inner_lr, thetas[k + 1])
-        # Query loss and its gradient at the adapted parameters.
-        X_q = Xq[q0:q1]
-        theta_n = thetas[n_steps]
-        _forward_rows(theta_n, layer_sizes, offsets, woffsets, activation, X_q, Zq, Aq,
-                      n_q, 0, n_q)
-        task_losses[t] = _output_grad(_block(Zq, n_q, woffsets, n_layers, 0, n_q), yq[q0:q1],
-                                      _block(DZq, n_q, woffsets, n_layers, 0, n_q))
-        _backprop_rows(theta_n, layer_sizes, offsets, woffsets, activation, Zq, Aq, DZq, DAq,
-                       n_q, 0, n_q)
-        _weight_grad_rows(layer_sizes, offsets, woffsets, X_q, Aq, DZq, n_q, 0, n_q, v)
-        # Second order: back through the inner steps, v <- (I - alpha H_k) v.
-        if not first_order:
-            for k in range(n_steps - 1, -1, -1):
-                if k == 0:
-                    _hvp_rows(theta, layer_sizes, offsets, woffsets, activation, X_sup, y_sup,
-                              Z0, A0, DZ0, DA0, n_s_all, s0, s1, v, RZ, RA, RD, tmp_w, hv)
-                else:
-                    _hvp_rows(thetas[k], layer_sizes, offsets, woffsets, activation, X_sup,
-                              y_sup, Zk[k - 1], Ak[k - 1], DZk[k - 1], DAk[k - 1], n_s, 0, n_s,
-                              v, RZ, RA, RD, tmp_w, hv)
-                _sgd_step(v, hv, inner_lr, v)
+                work = steps[0 if first_order else k - 1]
+                _loss_grad_rows(thetas[k], layer_sizes, offsets, woffsets, activation, Xs, s0,
+                                ys, s0, work[0], work[1], work[2], work[3], n_s, 0, n_s)
+                _weight_grad_rows(layer_sizes, offsets, woffsets, Xs, s0, work[1], work[2], n_s,
+                                  0, n_s, grad, False)
+            _sgd_step(thetas[k], grad, lr, thetas[k + 1])
+        r0 = q0 if first_order else 0
+        task_losses[t] = _loss_grad_rows(thetas[n_steps], layer_sizes, offsets, woffsets,
+                                         activation, Xq, q0, yq, q0, Zq, Aq, DZq, DAq, n_q_buf,
+                                         r0, n_q)
+        if first_order:
+            continue
+        _weight_grad_rows(layer_sizes, offsets, woffsets, Xq, q0, Aq, DZq, n_q_buf, 0, n_q, v,
+                          False)
+        # Second order: back through the inner steps, v <- (I - alpha H_support(theta_k)) v.
+        for k in range(n_steps - 1, -1, -1):
+            if k == 0:
+                _hvp_rows(theta, layer_sizes, offsets, woffsets, activation, Xs, s0, ys, s0, Z0,
+                          A0, DZ0, DA0, n_s_all, s0, n_s, v, sweep[0], sweep[1], sweep[2], hv)
+            else:
+                work = steps[k - 1]
+                _hvp_rows(thetas[k], layer_sizes, offsets, woffsets, activation, Xs, s0, ys, s0,
+                          work[0], work[1], work[2], work[3], n_s, 0, n_s, v, sweep[0],
+                          sweep[1], sweep[2], hv)
+            _sgd_step(v, hv, lr, v)
         for i in range(n_par):
             grad_out[i] += v[i]
+    if first_order:
+        _weight_grad_rows(layer_sizes, offsets, woffsets, Xq, 0, Aq, DZq, n_q_all, 0, n_q_all,
+                          grad_out, False)
 
     mean_loss = 0.0
     for t in range(n_tasks):
         mean_loss += task_losses[t]
+    inv_tasks = _as_dtype(1.0 / n_tasks, theta)
     for i in range(n_par):
-        grad_out[i] /= n_tasks
+        grad_out[i] *= inv_tasks
     return mean_loss / n_tasks
 
 
@@ -233,6 +215,6 @@ def task_meta_grad(theta, layer_sizes, activation, Xs, ys, Xq, yq, inner_lr, n_s
     """
     s_offsets = np.array([0, Xs.shape[0]], dtype=np.int64)
     q_offsets = np.array([0, Xq.shape[0]], dtype=np.int64)
-    task_losses = np.empty(1, dtype=np.float64)
+    task_losses = np.empty(1, dtype=theta.dtype)
     return meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q_offsets,
                            inner_lr, n_steps, first_order, grad_out, task_losses)

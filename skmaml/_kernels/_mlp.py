@@ -16,17 +16,18 @@ Losses (chosen by the type of ``y``)
 - integer 1-D ``y`` of shape ``(n,)`` with values in ``0 .. n_outputs-1``: softmax cross-entropy,
   the mean over rows of ``-log softmax(z_L)[y]``.
 
-Kernels trust their inputs (shapes, label range, finiteness): the estimator validates them.
+Kernels trust their inputs (shapes, C order, label range, finiteness): the estimator validates them.
 
 Work buffers
 ------------
-Per-row intermediate values live in flat buffers with one block per layer ``l = 1 .. L``: the block of
-layer ``l`` is a C-ordered ``(n_buf, layer_sizes[l])`` matrix. ``Z`` holds ``z_l``, ``A`` holds
-``a_l`` (``A``'s output block is unused), ``DZ`` holds ``dLoss/dz_l`` and ``DA`` holds ``dLoss/da_l``
-(hidden layers only). A computation on rows ``r0:r1`` of such buffers lets one buffer serve a whole
-batch of tasks at once (all tasks share ``theta`` before adaptation) and each task read its own rows.
-All matrix products go through BLAS (``np.dot`` with ``out``), which is faster than loops here even at
-10 x 40 x 40 (measured).
+Per-row intermediate values live in flat buffers with one block per layer ``l = 1 .. L``: for a buffer
+of ``n_buf`` rows, layer ``l``'s block is a C-ordered ``(n_buf, layer_sizes[l])`` matrix starting at
+``n_buf * width_offsets[l-1]`` (:func:`_block_start`). ``Z`` holds ``z_l``, ``A`` holds ``a_l`` (its
+output block is unused), ``DZ`` holds ``dLoss/dz_l`` and ``DA`` holds ``dLoss/da_l`` (hidden layers).
+A pass over rows ``r0 : r0 + n`` of such buffers lets one buffer serve a whole batch of tasks at once
+(all tasks share ``theta`` before adaptation) and each task then read its own rows. Every matrix
+product is one BLAS call on offsets into these buffers (:func:`._blas.gemm`), with ``beta = 1``
+where products accumulate, so no views or temporaries are built on the hot path.
 """
 
 import numpy as np
@@ -34,10 +35,11 @@ from numba import njit
 from numba.core import types
 from numba.extending import overload
 
-from ._config import IDENTITY, JIT_OPTIONS, LOGISTIC, RELU, TANH
+from ._blas import gemm
+from ._config import JIT_OPTIONS, LOGISTIC, RELU, TANH
 
 # --------------------------------------------------------------------------------------------------
-# Layout helpers
+# Layout
 # --------------------------------------------------------------------------------------------------
 
 
@@ -70,7 +72,7 @@ def n_params(layer_sizes):
 
 @njit(**JIT_OPTIONS)
 def width_offsets(layer_sizes):
-    """Column offsets of the per-layer blocks of a work buffer (per row), shape (L + 1,)."""
+    """Per-row column offsets of the layer blocks of a work buffer, shape (L + 1,)."""
     n_layers = layer_sizes.shape[0] - 1
     offsets = np.zeros(n_layers + 1, dtype=np.int64)
     for l in range(n_layers):
@@ -79,96 +81,94 @@ def width_offsets(layer_sizes):
 
 
 @njit(**JIT_OPTIONS)
-def _weights(theta, layer_sizes, offsets, l):
-    """``W_l`` (0-based weight layer ``l``) as a ``(n_in, n_out)`` view of ``theta``."""
-    n_in = layer_sizes[l]
-    n_out = layer_sizes[l + 1]
-    start = offsets[l]
-    return theta[start:start + n_in * n_out].reshape((n_in, n_out))
+def buffer_size(layer_sizes, n_rows):
+    """Entries of one work buffer for ``n_rows`` rows."""
+    return n_rows * width_offsets(layer_sizes)[-1]
 
 
 @njit(**JIT_OPTIONS)
-def _bias(theta, layer_sizes, offsets, l):
-    """``b_l`` (0-based weight layer ``l``) as a view of ``theta``."""
-    n_in = layer_sizes[l]
-    n_out = layer_sizes[l + 1]
-    start = offsets[l] + n_in * n_out
-    return theta[start:start + n_out]
-
-
-@njit(**JIT_OPTIONS)
-def _block(buf, n_buf, woffsets, l, r0, r1):
-    """Rows ``r0:r1`` of layer ``l``'s block (1-based, ``1 <= l <= L``) of a work buffer."""
-    start = n_buf * woffsets[l - 1]
-    width = woffsets[l] - woffsets[l - 1]
-    return buf[start:start + n_buf * width].reshape((n_buf, width))[r0:r1]
+def _block_start(n_buf, woffsets, l, r0):
+    """Offset of row ``r0`` of layer ``l``'s block (1-based) in a buffer of ``n_buf`` rows."""
+    return n_buf * woffsets[l - 1] + r0 * (woffsets[l] - woffsets[l - 1])
 
 
 # --------------------------------------------------------------------------------------------------
-# Activations
+# Elementwise pieces. Each loop runs from 0 over 1-D slices: with an index that might be negative
+# numba must check for wraparound on every access, which stops LLVM from vectorising (measured 18x).
 # --------------------------------------------------------------------------------------------------
 
 
 @njit(**JIT_OPTIONS)
 def _activate(activation, Z, A):
-    """``A = f(Z)`` elementwise."""
-    n, m = Z.shape
+    """``A = f(Z)`` elementwise (1-D slices of equal size)."""
     if activation == RELU:
-        for i in range(n):
-            for j in range(m):
-                A[i, j] = Z[i, j] if Z[i, j] > 0 else 0.0
+        for i in range(Z.shape[0]):
+            A[i] = Z[i] if Z[i] > 0 else 0.0
     elif activation == TANH:
-        for i in range(n):
-            for j in range(m):
-                A[i, j] = np.tanh(Z[i, j])
+        for i in range(Z.shape[0]):
+            A[i] = np.tanh(Z[i])
     elif activation == LOGISTIC:
-        for i in range(n):
-            for j in range(m):
-                # Written to stay finite for large |z| in either direction.
-                z = Z[i, j]
-                if z >= 0:
-                    A[i, j] = 1.0 / (1.0 + np.exp(-z))
-                else:
-                    e = np.exp(z)
-                    A[i, j] = e / (1.0 + e)
+        for i in range(Z.shape[0]):
+            # Written to stay finite for large |z| in either direction.
+            z = Z[i]
+            if z >= 0:
+                A[i] = 1.0 / (1.0 + np.exp(-z))
+            else:
+                e = np.exp(z)
+                A[i] = e / (1.0 + e)
     else:
-        A[:, :] = Z
+        A[:] = Z
 
 
 @njit(**JIT_OPTIONS)
 def _times_derivative(activation, Z, A, G, out):
-    """``out = f'(Z) * G`` elementwise (``f'`` from ``Z`` or ``A = f(Z)``); ``out`` may be ``G``."""
-    n, m = Z.shape
+    """``out = f'(Z) * G`` with ``f'`` taken from ``Z`` or ``A = f(Z)`` (1-D slices)."""
     if activation == RELU:
-        for i in range(n):
-            for j in range(m):
-                out[i, j] = G[i, j] if Z[i, j] > 0 else 0.0
+        for i in range(Z.shape[0]):
+            out[i] = G[i] if Z[i] > 0 else 0.0
     elif activation == TANH:
-        for i in range(n):
-            for j in range(m):
-                out[i, j] = G[i, j] * (1.0 - A[i, j] * A[i, j])
+        for i in range(Z.shape[0]):
+            out[i] = G[i] * (1.0 - A[i] * A[i])
     elif activation == LOGISTIC:
-        for i in range(n):
-            for j in range(m):
-                out[i, j] = G[i, j] * (A[i, j] * (1.0 - A[i, j]))
-    elif out is not G:
-        out[:, :] = G
+        for i in range(Z.shape[0]):
+            out[i] = G[i] * (A[i] * (1.0 - A[i]))
+    else:
+        out[:] = G
 
 
 @njit(**JIT_OPTIONS)
 def _add_times_second_derivative(activation, A, RZ, DA, out):
-    """``out += f''(Z) * RZ * DA`` elementwise; ``f''`` is zero for relu and identity."""
-    n, m = A.shape
+    """``out += f''(Z) * RZ * DA`` (1-D slices); ``f''`` is zero for relu and identity."""
     if activation == TANH:
-        for i in range(n):
-            for j in range(m):
-                a = A[i, j]
-                out[i, j] += -2.0 * a * (1.0 - a * a) * RZ[i, j] * DA[i, j]
+        for i in range(A.shape[0]):
+            a = A[i]
+            out[i] += -2.0 * a * (1.0 - a * a) * RZ[i] * DA[i]
     elif activation == LOGISTIC:
-        for i in range(n):
-            for j in range(m):
-                a = A[i, j]
-                out[i, j] += a * (1.0 - a) * (1.0 - 2.0 * a) * RZ[i, j] * DA[i, j]
+        for i in range(A.shape[0]):
+            a = A[i]
+            out[i] += a * (1.0 - a) * (1.0 - 2.0 * a) * RZ[i] * DA[i]
+
+
+@njit(**JIT_OPTIONS)
+def _add_bias(M, m_off, n, width, b, b_off):
+    """Add ``b[b_off : b_off + width]`` to each of the ``n`` rows of the block ``M[m_off]``.
+
+    A rank-one BLAS update (``ones(n) b^T``): plain loops here ran at scalar speed.
+    """
+    gemm(False, False, n, width, 1, 1.0, _ones(M, n), 0, 1, b, b_off, width, 1.0, M, m_off, width)
+
+
+@njit(**JIT_OPTIONS)
+def _column_sums(M, m_off, n, width, out, o_off, accumulate):
+    """``out[o_off : o_off + width] (+)=`` column sums of the ``(n, width)`` block ``M[m_off]``."""
+    gemm(False, False, 1, width, n, 1.0, _ones(M, n), 0, n, M, m_off, width,
+         1.0 if accumulate else 0.0, out, o_off, width)
+
+
+@njit(**JIT_OPTIONS)
+def _ones(like, n):
+    """``n`` ones of ``like``'s dtype (small allocation, cheaper than the loops it replaces)."""
+    return np.ones(n, dtype=like.dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,13 +176,14 @@ def _add_times_second_derivative(activation, A, RZ, DA, out):
 # --------------------------------------------------------------------------------------------------
 
 
-def _output_grad(out, y, dout):
-    """Loss of outputs ``out`` against ``y``; writes ``dLoss/dout`` into ``dout``. Jit-only."""
+def _output_grad(Z, z_off, n, m, y, y0, D, d_off):
+    """Loss of the ``(n, m)`` output block at ``Z[z_off]`` against rows ``y0:y0+n`` of ``y``;
+    writes ``dLoss/dout`` into ``D[d_off]``. Jit-only (see the overloads below)."""
     raise NotImplementedError
 
 
-def _output_hess_dot(out, y, r, rout):
-    """Writes ``d2Loss/dout2 @ r`` (row by row) into ``rout``. Jit-only."""
+def _output_hess_dot(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
+    """Writes ``d2Loss/dout2 @ R`` (row by row) into ``out[o_off]``. Jit-only."""
     raise NotImplementedError
 
 
@@ -195,38 +196,38 @@ def _is_real_targets(y):
 
 
 @overload(_output_grad, jit_options=JIT_OPTIONS)
-def _output_grad_impl(out, y, dout):
+def _output_grad_impl(Z, z_off, n, m, y, y0, D, d_off):
     if _is_real_targets(y):
 
-        def squared_error(out, y, dout):
-            n, m = out.shape
+        def squared_error(Z, z_off, n, m, y, y0, D, d_off):
             scale = 1.0 / (n * m)
             loss = 0.0
             for i in range(n):
                 for j in range(m):
-                    r = out[i, j] - y[i, j]
+                    r = Z[z_off + i * m + j] - y[y0 + i, j]
                     loss += r * r
-                    dout[i, j] = 2.0 * scale * r
+                    D[d_off + i * m + j] = 2.0 * scale * r
             return loss * scale
 
         return squared_error
     if _is_class_labels(y):
 
-        def softmax_cross_entropy(out, y, dout):
-            n, m = out.shape
+        def softmax_cross_entropy(Z, z_off, n, m, y, y0, D, d_off):
             loss = 0.0
             for i in range(n):
-                top = out[i, 0]
+                row = z_off + i * m
+                top = Z[row]
                 for j in range(1, m):
-                    top = max(top, out[i, j])
+                    top = max(top, Z[row + j])
                 total = 0.0
                 for j in range(m):
-                    total += np.exp(out[i, j] - top)
+                    total += np.exp(Z[row + j] - top)
                 log_total = np.log(total)
-                loss += top + log_total - out[i, y[i]]
+                label = y[y0 + i]
+                loss += top + log_total - Z[row + label]
                 for j in range(m):
-                    dout[i, j] = np.exp(out[i, j] - top - log_total) / n
-                dout[i, y[i]] -= 1.0 / n
+                    D[d_off + i * m + j] = np.exp(Z[row + j] - top - log_total) / n
+                D[d_off + i * m + label] -= 1.0 / n
             return loss / n
 
         return softmax_cross_entropy
@@ -234,182 +235,177 @@ def _output_grad_impl(out, y, dout):
 
 
 @overload(_output_hess_dot, jit_options=JIT_OPTIONS)
-def _output_hess_dot_impl(out, y, r, rout):
+def _output_hess_dot_impl(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
     if _is_real_targets(y):
 
-        def squared_error(out, y, r, rout):
-            n, m = out.shape
+        def squared_error(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
             scale = 2.0 / (n * m)
-            for i in range(n):
-                for j in range(m):
-                    rout[i, j] = scale * r[i, j]
+            for i in range(n * m):
+                out[o_off + i] = scale * R[r_off + i]
 
         return squared_error
     if _is_class_labels(y):
 
-        def softmax_cross_entropy(out, y, r, rout):
-            # Hessian of log-sum-exp: (diag(p) - p p^T) / n per row.
-            n, m = out.shape
+        def softmax_cross_entropy(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
+            # Hessian of log-sum-exp, row by row: (diag(p) - p p^T) / n.
             for i in range(n):
-                top = out[i, 0]
+                row = z_off + i * m
+                top = Z[row]
                 for j in range(1, m):
-                    top = max(top, out[i, j])
+                    top = max(top, Z[row + j])
                 total = 0.0
                 for j in range(m):
-                    total += np.exp(out[i, j] - top)
+                    total += np.exp(Z[row + j] - top)
                 p_dot_r = 0.0
                 for j in range(m):
-                    p = np.exp(out[i, j] - top) / total
-                    rout[i, j] = p
-                    p_dot_r += p * r[i, j]
+                    p = np.exp(Z[row + j] - top) / total
+                    out[o_off + i * m + j] = p
+                    p_dot_r += p * R[r_off + i * m + j]
                 for j in range(m):
-                    rout[i, j] = rout[i, j] * (r[i, j] - p_dot_r) / n
+                    k = o_off + i * m + j
+                    out[k] = out[k] * (R[r_off + i * m + j] - p_dot_r) / n
 
         return softmax_cross_entropy
     return None
 
 
 # --------------------------------------------------------------------------------------------------
-# Forward, backward and R-operator passes over rows r0:r1 of work buffers
+# Forward, backward and R-operator passes over rows r0 : r0 + n of work buffers
 # --------------------------------------------------------------------------------------------------
 
 
 @njit(**JIT_OPTIONS)
-def _forward_rows(theta, layer_sizes, offsets, woffsets, activation, X, Z, A, n_buf, r0, r1):
-    """Fill ``Z`` and ``A`` for the rows ``X`` (which are rows ``r0:r1`` of the buffers)."""
+def _forward_rows(theta, layer_sizes, offsets, woffsets, activation, X, x0, Z, A, n_buf, r0, n):
+    """Fill ``Z`` and ``A`` for rows ``x0 : x0 + n`` of ``X`` (rows ``r0 : r0 + n`` of the buffers)."""
     n_layers = layer_sizes.shape[0] - 1
     for l in range(1, n_layers + 1):
-        Zl = _block(Z, n_buf, woffsets, l, r0, r1)
-        W = _weights(theta, layer_sizes, offsets, l - 1)
-        b = _bias(theta, layer_sizes, offsets, l - 1)
+        n_in = layer_sizes[l - 1]
+        width = layer_sizes[l]
+        out = _block_start(n_buf, woffsets, l, r0)
         if l == 1:
-            np.dot(X, W, Zl)
+            gemm(False, False, n, width, n_in, 1.0, X, x0 * n_in, n_in, theta, offsets[0],
+                 width, 0.0, Z, out, width)
         else:
-            np.dot(_block(A, n_buf, woffsets, l - 1, r0, r1), W, Zl)
-        Zl += b
+            gemm(False, False, n, width, n_in, 1.0, A, _block_start(n_buf, woffsets, l - 1, r0),
+                 n_in, theta, offsets[l - 1], width, 0.0, Z, out, width)
+        _add_bias(Z, out, n, width, theta, offsets[l - 1] + n_in * width)
         if l < n_layers:
-            _activate(activation, Zl, _block(A, n_buf, woffsets, l, r0, r1))
+            _activate(activation, Z[out:out + n * width], A[out:out + n * width])
 
 
 @njit(**JIT_OPTIONS)
-def _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z, A, DZ, DA, n_buf, r0, r1):
+def _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z, A, DZ, DA, n_buf, r0, n):
     """Given the output block of ``DZ``, fill the hidden blocks of ``DA`` and ``DZ``."""
     n_layers = layer_sizes.shape[0] - 1
     for l in range(n_layers, 1, -1):
-        W = _weights(theta, layer_sizes, offsets, l - 1)
-        DAp = _block(DA, n_buf, woffsets, l - 1, r0, r1)
-        np.dot(_block(DZ, n_buf, woffsets, l, r0, r1), W.T, DAp)
-        _times_derivative(activation, _block(Z, n_buf, woffsets, l - 1, r0, r1),
-                          _block(A, n_buf, woffsets, l - 1, r0, r1), DAp,
-                          _block(DZ, n_buf, woffsets, l - 1, r0, r1))
+        n_in = layer_sizes[l - 1]
+        width = layer_sizes[l]
+        below = _block_start(n_buf, woffsets, l - 1, r0)
+        gemm(False, True, n, n_in, width, 1.0, DZ, _block_start(n_buf, woffsets, l, r0), width,
+             theta, offsets[l - 1], width, 0.0, DA, below, n_in)
+        end = below + n * n_in
+        _times_derivative(activation, Z[below:end], A[below:end], DA[below:end], DZ[below:end])
 
 
 @njit(**JIT_OPTIONS)
-def _weight_grad_rows(layer_sizes, offsets, woffsets, X, A, DZ, n_buf, r0, r1, grad):
-    """``grad = dLoss/dtheta`` from the inputs and the ``A``/``DZ`` blocks of rows ``r0:r1``."""
+def _weight_grad_rows(layer_sizes, offsets, woffsets, X, x0, A, DZ, n_buf, r0, n, grad, accumulate):
+    """``grad (+)= dLoss/dtheta`` from inputs ``X[x0 : x0 + n]`` and the ``A``/``DZ`` rows."""
     n_layers = layer_sizes.shape[0] - 1
+    beta = 1.0 if accumulate else 0.0
     for l in range(1, n_layers + 1):
-        DZl = _block(DZ, n_buf, woffsets, l, r0, r1)
-        gW = _weights(grad, layer_sizes, offsets, l - 1)
+        n_in = layer_sizes[l - 1]
+        width = layer_sizes[l]
+        dz = _block_start(n_buf, woffsets, l, r0)
         if l == 1:
-            np.dot(X.T, DZl, gW)
+            gemm(True, False, n_in, width, n, 1.0, X, x0 * n_in, n_in, DZ, dz, width, beta,
+                 grad, offsets[0], width)
         else:
-            np.dot(_block(A, n_buf, woffsets, l - 1, r0, r1).T, DZl, gW)
-        _column_sums(DZl, _bias(grad, layer_sizes, offsets, l - 1))
+            gemm(True, False, n_in, width, n, 1.0, A, _block_start(n_buf, woffsets, l - 1, r0),
+                 n_in, DZ, dz, width, beta, grad, offsets[l - 1], width)
+        _column_sums(DZ, dz, n, width, grad, offsets[l - 1] + n_in * width, accumulate)
 
 
 @njit(**JIT_OPTIONS)
-def _column_sums(M, out):
-    out[:] = 0.0
-    for i in range(M.shape[0]):
-        for j in range(M.shape[1]):
-            out[j] += M[i, j]
+def _loss_grad_rows(theta, layer_sizes, offsets, woffsets, activation, X, x0, y, y0, Z, A, DZ, DA,
+                    n_buf, r0, n):
+    """Forward pass, loss and backward pass (``Z``, ``A``, ``DZ``, ``DA``) of one row range."""
+    n_layers = layer_sizes.shape[0] - 1
+    _forward_rows(theta, layer_sizes, offsets, woffsets, activation, X, x0, Z, A, n_buf, r0, n)
+    out = _block_start(n_buf, woffsets, n_layers, r0)
+    loss = _output_grad(Z, out, n, layer_sizes[n_layers], y, y0, DZ, out)
+    _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z, A, DZ, DA, n_buf, r0, n)
+    return loss
 
 
 @njit(**JIT_OPTIONS)
-def _hvp_rows(theta, layer_sizes, offsets, woffsets, activation, X, y, Z, A, DZ, DA,
-              n_buf, r0, r1, v, RZ, RA, RD, tmp_w, hv):
-    """Pearlmutter's R-operator: ``hv = H(theta) v`` for the loss on rows ``r0:r1``.
+def _hvp_rows(theta, layer_sizes, offsets, woffsets, activation, X, x0, y, y0, Z, A, DZ, DA,
+              n_buf, r0, n, v, RZ, RA, RD, hv):
+    """Pearlmutter's R-operator: ``hv = H(theta) v`` for the loss on rows ``r0 : r0 + n``.
 
-    ``Z``, ``A``, ``DZ``, ``DA`` must hold the forward and backward pass at ``theta`` for those rows.
-    ``RZ``, ``RA`` and ``RD`` are scratch buffers shaped like them with ``n_rows = r1 - r0`` rows;
-    ``tmp_w`` is scratch of at least ``max_l n_in * n_out`` entries. Costs about two gradients.
+    ``Z``, ``A``, ``DZ``, ``DA`` must hold the forward and backward pass at ``theta`` for those rows
+    (as left by :func:`_loss_grad_rows`). ``RZ``, ``RA`` and ``RD`` are scratch buffers of at least
+    ``n`` rows. Costs about two gradients.
     """
     n_layers = layer_sizes.shape[0] - 1
-    n = r1 - r0
-    # Forward R-pass: RZ_l = RA_{l-1} W_l + A_{l-1} V_l + c_l, RA_l = f'(Z_l) RZ_l.
+    # Forward R-pass: RZ_l = A_{l-1} V_l + RA_{l-1} W_l + c_l, RA_l = f'(Z_l) RZ_l.
     for l in range(1, n_layers + 1):
-        W = _weights(theta, layer_sizes, offsets, l - 1)
-        V = _weights(v, layer_sizes, offsets, l - 1)
-        c = _bias(v, layer_sizes, offsets, l - 1)
-        RZl = _block(RZ, n, woffsets, l, 0, n)
-        if l == 1:
-            np.dot(X, V, RZl)
-        else:
-            np.dot(_block(A, n_buf, woffsets, l - 1, r0, r1), V, RZl)
-            tmp = tmp_w[:n * layer_sizes[l]].reshape((n, layer_sizes[l]))
-            np.dot(_block(RA, n, woffsets, l - 1, 0, n), W, tmp)
-            RZl += tmp
-        RZl += c
-        if l < n_layers:
-            _times_derivative(activation, _block(Z, n_buf, woffsets, l, r0, r1),
-                              _block(A, n_buf, woffsets, l, r0, r1), RZl,
-                              _block(RA, n, woffsets, l, 0, n))
-    # Backward R-pass: RD_L = loss''(z_L) RZ_L, then back through the layers.
-    RDl = _block(RD, n, woffsets, n_layers, 0, n)
-    _output_hess_dot(_block(Z, n_buf, woffsets, n_layers, r0, r1), y,
-                     _block(RZ, n, woffsets, n_layers, 0, n), RDl)
-    for l in range(n_layers, 0, -1):
-        RDl = _block(RD, n, woffsets, l, 0, n)
-        DZl = _block(DZ, n_buf, woffsets, l, r0, r1)
-        hW = _weights(hv, layer_sizes, offsets, l - 1)
         n_in = layer_sizes[l - 1]
-        n_out = layer_sizes[l]
-        # hW = A_{l-1}^T RD_l + RA_{l-1}^T DZ_l
+        width = layer_sizes[l]
+        rz = _block_start(n, woffsets, l, 0)
         if l == 1:
-            np.dot(X.T, RDl, hW)
+            gemm(False, False, n, width, n_in, 1.0, X, x0 * n_in, n_in, v, offsets[0], width,
+                 0.0, RZ, rz, width)
         else:
-            np.dot(_block(A, n_buf, woffsets, l - 1, r0, r1).T, RDl, hW)
-            tmp = tmp_w[:n_in * n_out].reshape((n_in, n_out))
-            np.dot(_block(RA, n, woffsets, l - 1, 0, n).T, DZl, tmp)
-            hW += tmp
-        _column_sums(RDl, _bias(hv, layer_sizes, offsets, l - 1))
+            gemm(False, False, n, width, n_in, 1.0, A, _block_start(n_buf, woffsets, l - 1, r0),
+                 n_in, v, offsets[l - 1], width, 0.0, RZ, rz, width)
+            gemm(False, False, n, width, n_in, 1.0, RA, _block_start(n, woffsets, l - 1, 0), n_in,
+                 theta, offsets[l - 1], width, 1.0, RZ, rz, width)
+        _add_bias(RZ, rz, n, width, v, offsets[l - 1] + n_in * width)
+        if l < n_layers:
+            z = _block_start(n_buf, woffsets, l, r0)
+            size = n * width
+            _times_derivative(activation, Z[z:z + size], A[z:z + size], RZ[rz:rz + size],
+                              RA[rz:rz + size])
+    # Backward R-pass: RD_L = loss''(z_L) RZ_L, then down through the layers.
+    n_out = layer_sizes[n_layers]
+    out = _block_start(n, woffsets, n_layers, 0)
+    _output_hess_dot(Z, _block_start(n_buf, woffsets, n_layers, r0), n, n_out, y, y0, RZ, out,
+                     RD, out)
+    for l in range(n_layers, 0, -1):
+        n_in = layer_sizes[l - 1]
+        width = layer_sizes[l]
+        rd = _block_start(n, woffsets, l, 0)
+        dz = _block_start(n_buf, woffsets, l, r0)
+        # hW_l = A_{l-1}^T RD_l + RA_{l-1}^T DZ_l ; hb_l = sum of RD_l rows.
+        if l == 1:
+            gemm(True, False, n_in, width, n, 1.0, X, x0 * n_in, n_in, RD, rd, width, 0.0, hv,
+                 offsets[0], width)
+        else:
+            gemm(True, False, n_in, width, n, 1.0, A, _block_start(n_buf, woffsets, l - 1, r0),
+                 n_in, RD, rd, width, 0.0, hv, offsets[l - 1], width)
+            gemm(True, False, n_in, width, n, 1.0, RA, _block_start(n, woffsets, l - 1, 0), n_in,
+                 DZ, dz, width, 1.0, hv, offsets[l - 1], width)
+        _column_sums(RD, rd, n, width, hv, offsets[l - 1] + n_in * width, False)
         if l > 1:
-            # R(DA_{l-1}) = RD_l W_l^T + DZ_l V_l^T, kept in RA's block (no longer needed there).
-            W = _weights(theta, layer_sizes, offsets, l - 1)
-            V = _weights(v, layer_sizes, offsets, l - 1)
-            RDA = _block(RA, n, woffsets, l - 1, 0, n)
-            np.dot(RDl, W.T, RDA)
-            tmp = tmp_w[:n * n_in].reshape((n, n_in))
-            np.dot(DZl, V.T, tmp)
-            RDA += tmp
-            RDp = _block(RD, n, woffsets, l - 1, 0, n)
-            _times_derivative(activation, _block(Z, n_buf, woffsets, l - 1, r0, r1),
-                              _block(A, n_buf, woffsets, l - 1, r0, r1), RDA, RDp)
-            _add_times_second_derivative(activation, _block(A, n_buf, woffsets, l - 1, r0, r1),
-                                         _block(RZ, n, woffsets, l - 1, 0, n),
-                                         _block(DA, n_buf, woffsets, l - 1, r0, r1), RDp)
+            # R(DA_{l-1}) = RD_l W_l^T + DZ_l V_l^T goes into RA's block l-1, which is spent.
+            below = _block_start(n, woffsets, l - 1, 0)
+            below_buf = _block_start(n_buf, woffsets, l - 1, r0)
+            gemm(False, True, n, n_in, width, 1.0, RD, rd, width, theta, offsets[l - 1], width,
+                 0.0, RA, below, n_in)
+            gemm(False, True, n, n_in, width, 1.0, DZ, dz, width, v, offsets[l - 1], width,
+                 1.0, RA, below, n_in)
+            size = n * n_in
+            _times_derivative(activation, Z[below_buf:below_buf + size],
+                              A[below_buf:below_buf + size], RA[below:below + size],
+                              RD[below:below + size])
+            _add_times_second_derivative(activation, A[below_buf:below_buf + size],
+                                         RZ[below:below + size], DA[below_buf:below_buf + size],
+                                         RD[below:below + size])
 
 
 # --------------------------------------------------------------------------------------------------
 # Allocating entry points (one row block, one theta)
 # --------------------------------------------------------------------------------------------------
-
-
-@njit(**JIT_OPTIONS)
-def buffer_size(layer_sizes, n_rows):
-    """Entries of one work buffer for ``n_rows`` rows."""
-    return n_rows * width_offsets(layer_sizes)[-1]
-
-
-@njit(**JIT_OPTIONS)
-def scratch_size(layer_sizes, n_rows):
-    """Entries of the ``tmp_w`` scratch of :func:`_hvp_rows` for ``n_rows`` rows."""
-    size = 0
-    for l in range(layer_sizes.shape[0] - 1):
-        size = max(size, layer_sizes[l] * layer_sizes[l + 1])
-        size = max(size, n_rows * max(layer_sizes[l], layer_sizes[l + 1]))
-    return size
 
 
 @njit(**JIT_OPTIONS)
@@ -435,8 +431,10 @@ def forward(theta, layer_sizes, activation, X):
     size = buffer_size(layer_sizes, n)
     Z = np.empty(size, dtype=theta.dtype)
     A = np.empty(size, dtype=theta.dtype)
-    _forward_rows(theta, layer_sizes, offsets, woffsets, activation, X, Z, A, n, 0, n)
-    return _block(Z, n, woffsets, layer_sizes.shape[0] - 1, 0, n).copy()
+    _forward_rows(theta, layer_sizes, offsets, woffsets, activation, X, 0, Z, A, n, 0, n)
+    n_layers = layer_sizes.shape[0] - 1
+    start = _block_start(n, woffsets, n_layers, 0)
+    return Z[start:start + n * layer_sizes[n_layers]].copy().reshape((n, layer_sizes[n_layers]))
 
 
 @njit(**JIT_OPTIONS)
@@ -459,17 +457,14 @@ def loss_grad(theta, layer_sizes, activation, X, y, grad_out):
     n = X.shape[0]
     offsets = layer_offsets(layer_sizes)
     woffsets = width_offsets(layer_sizes)
-    n_layers = layer_sizes.shape[0] - 1
     size = buffer_size(layer_sizes, n)
     Z = np.empty(size, dtype=theta.dtype)
     A = np.empty(size, dtype=theta.dtype)
     DZ = np.empty(size, dtype=theta.dtype)
     DA = np.empty(size, dtype=theta.dtype)
-    _forward_rows(theta, layer_sizes, offsets, woffsets, activation, X, Z, A, n, 0, n)
-    loss = _output_grad(_block(Z, n, woffsets, n_layers, 0, n), y,
-                        _block(DZ, n, woffsets, n_layers, 0, n))
-    _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z, A, DZ, DA, n, 0, n)
-    _weight_grad_rows(layer_sizes, offsets, woffsets, X, A, DZ, n, 0, n, grad_out)
+    loss = _loss_grad_rows(theta, layer_sizes, offsets, woffsets, activation, X, 0, y, 0, Z, A,
+                           DZ, DA, n, 0, n)
+    _weight_grad_rows(layer_sizes, offsets, woffsets, X, 0, A, DZ, n, 0, n, grad_out, False)
     return loss
 
 
@@ -489,18 +484,9 @@ def hvp(theta, layer_sizes, activation, X, y, v, out):
     n = X.shape[0]
     offsets = layer_offsets(layer_sizes)
     woffsets = width_offsets(layer_sizes)
-    n_layers = layer_sizes.shape[0] - 1
     size = buffer_size(layer_sizes, n)
-    Z = np.empty(size, dtype=theta.dtype)
-    A = np.empty(size, dtype=theta.dtype)
-    DZ = np.empty(size, dtype=theta.dtype)
-    DA = np.empty(size, dtype=theta.dtype)
-    _forward_rows(theta, layer_sizes, offsets, woffsets, activation, X, Z, A, n, 0, n)
-    _output_grad(_block(Z, n, woffsets, n_layers, 0, n), y, _block(DZ, n, woffsets, n_layers, 0, n))
-    _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z, A, DZ, DA, n, 0, n)
-    RZ = np.empty(size, dtype=theta.dtype)
-    RA = np.empty(size, dtype=theta.dtype)
-    RD = np.empty(size, dtype=theta.dtype)
-    tmp_w = np.empty(scratch_size(layer_sizes, n), dtype=theta.dtype)
-    _hvp_rows(theta, layer_sizes, offsets, woffsets, activation, X, y, Z, A, DZ, DA,
-              n, 0, n, v, RZ, RA, RD, tmp_w, out)
+    work = np.empty((7, size), dtype=theta.dtype)
+    _loss_grad_rows(theta, layer_sizes, offsets, woffsets, activation, X, 0, y, 0, work[0],
+                    work[1], work[2], work[3], n, 0, n)
+    _hvp_rows(theta, layer_sizes, offsets, woffsets, activation, X, 0, y, 0, work[0], work[1],
+              work[2], work[3], n, 0, n, v, work[4], work[5], work[6], out)

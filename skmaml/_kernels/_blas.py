@@ -1,0 +1,94 @@
+"""Direct BLAS ``gemm`` on offsets into flat arrays, callable from nogil numba kernels.
+
+``np.dot`` in numba builds each operand as an array object; the MAML kernels need dozens of small
+products per task on sub-blocks of work buffers, where building those views (a reshape costs ~30 ns)
+and the temporaries needed to accumulate products cost as much as the arithmetic. This calls the
+same C helper numba's ``np.dot`` uses (``numba_xxgemm``, SciPy's BLAS) with explicit leading
+dimensions and ``alpha``/``beta``. The symbol is resolved by name, so callers stay cacheable.
+"""
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.linalg import ensure_blas
+
+from ._config import JIT_OPTIONS
+
+ensure_blas()  # fails early, with numba's message, if SciPy's BLAS is missing
+
+_NO_TRANS = ord("n")
+_TRANS = ord("t")
+
+
+@intrinsic
+def _gemm_colmajor(typingctx, transa, transb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta,
+                   c, c_off, ldc):
+    """Fortran-order ``c = alpha op(a) op(b) + beta c`` on ``array.data + offset`` pointers."""
+    dtype = c.dtype
+    if dtype not in (types.float32, types.float64) or a.dtype != dtype or b.dtype != dtype:
+        return None
+    sig = types.intc(transa, transb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c,
+                     c_off, ldc)
+
+    def codegen(context, builder, signature, args):
+        arg_types = signature.args
+        char_t = ir.IntType(8)
+        intp_t = context.get_value_type(types.intp)
+        void_p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.IntType(32), [char_t, char_t, char_t, intp_t, intp_t, intp_t,
+                                                void_p, void_p, intp_t, void_p, intp_t, void_p,
+                                                void_p, intp_t])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+
+        def integer(i):
+            return context.cast(builder, args[i], arg_types[i], types.intp)
+
+        def flag(i):
+            return builder.trunc(integer(i), char_t)
+
+        def pointer(i_array, i_offset):
+            ary = context.make_array(arg_types[i_array])(context, builder, args[i_array])
+            return builder.bitcast(builder.gep(ary.data, [integer(i_offset)]), void_p)
+
+        def scalar_slot(i):
+            value = context.cast(builder, args[i], arg_types[i], dtype)
+            return builder.bitcast(cgutils.alloca_once_value(builder, value), void_p)
+
+        kind = ir.Constant(char_t, ord("s" if dtype == types.float32 else "d"))
+        return builder.call(fn, [kind, flag(0), flag(1), integer(2), integer(3), integer(4),
+                                 scalar_slot(5), pointer(6, 7), integer(8), pointer(9, 10),
+                                 integer(11), scalar_slot(12), pointer(13, 14), integer(15)])
+
+    return sig, codegen
+
+
+@njit(**JIT_OPTIONS)
+def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C, c_off, ldc):
+    """Row-major ``C = alpha op(A) op(B) + beta C`` on strided blocks of arrays.
+
+    Parameters
+    ----------
+    trans_a, trans_b : bool
+        Use the transpose of the stored block of ``A`` (``B``).
+    m, n, k : int
+        ``op(A)`` is ``(m, k)``, ``op(B)`` is ``(k, n)``, ``C`` is ``(m, n)``; ``k = 0`` gives
+        ``C = beta C``.
+    alpha, beta : float
+    A, B, C : C-contiguous ndarray, float32 or float64 (all the same dtype)
+        Any number of dimensions: only the data pointer is used.
+    a_off, b_off, c_off : int
+        Element offset of the block's first entry from the array's first entry.
+    lda, ldb, ldc : int
+        Row stride (in elements) of the stored blocks, at least 1.
+
+    Notes
+    -----
+    The caller keeps the arrays alive and in bounds; nothing is checked here.
+    """
+    if m == 0 or n == 0:
+        return
+    # A row-major (m, n) block is the column-major (n, m) block of its transpose, so
+    # C^T = op(B)^T op(A)^T runs as one column-major gemm with the operands swapped.
+    _gemm_colmajor(_TRANS if trans_b else _NO_TRANS, _TRANS if trans_a else _NO_TRANS,
+                   n, m, k, alpha, B, b_off, ldb, A, a_off, lda, beta, C, c_off, ldc)
