@@ -22,6 +22,8 @@ class SGDOptimizer:
         The meta step size β (``meta_lr``).
     """
 
+    name = "sgd"
+
     def __init__(self, learning_rate):
         # float() so every call hits the same compiled signature, whatever scalar type came in.
         self.learning_rate = float(learning_rate)
@@ -64,6 +66,8 @@ class AdamOptimizer:
     t : int
         Number of steps taken so far.
     """
+
+    name = "adam"
 
     def __init__(self, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
         self.learning_rate = float(learning_rate)

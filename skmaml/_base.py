@@ -1,0 +1,530 @@
+"""BaseMAML: parameters, validation, task handling, the meta-training loop, adaptation and scoring.
+
+The estimator turns options into integer codes and seeds, validates everything, and calls compiled
+kernels that see only arrays and scalars (:mod:`skmaml._kernels`). One meta-iteration is three calls:
+episode sampling, the batch meta-gradient and the optimiser update; no per-row work happens in Python.
+"""
+
+import copy
+import math
+import time
+import warnings
+from abc import ABCMeta, abstractmethod
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._kernels._config import ACTIVATION_CODES
+from ._kernels._maml import inner_adapt, meta_batch_grad
+from ._kernels._mlp import forward
+from ._optim import make_optimizer
+from ._params import check_shapes, init_theta, layer_sizes_array, pack, unpack
+from ._tasks import tasks_from_groups, tasks_from_list
+
+_SEED_HIGH = np.iinfo(np.int64).max
+
+
+class BaseMAML(BaseEstimator, metaclass=ABCMeta):
+    """Base class of MAML estimators. Use :class:`MAMLRegressor` or :class:`MAMLClassifier`."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like"],
+        "activation": [StrOptions(set(ACTIVATION_CODES))],
+        "inner_lr": [Interval(Real, 0, None, closed="left")],
+        "n_inner_steps": [Interval(Integral, 0, None, closed="left")],
+        "meta_lr": [Interval(Real, 0, None, closed="neither")],
+        "meta_optimizer": [StrOptions({"sgd", "adam"})],
+        "first_order": ["boolean"],
+        "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_support": [Interval(Integral, 1, None, closed="left")],
+        "n_query": [Interval(Integral, 1, None, closed="left"), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    # Task ids travel with X and y through Pipeline, GridSearchCV and cross_validate when metadata
+    # routing is enabled, with no set_fit_request / set_score_request call.
+    __metadata_request__fit = {"groups": True}
+    __metadata_request__score = {"groups": True}
+
+    @abstractmethod
+    def __init__(self, hidden_layer_sizes, activation, *, inner_lr, n_inner_steps, meta_lr,
+                 meta_optimizer, first_order, meta_batch_size, n_support, n_query, max_iter, tol,
+                 n_iter_no_change, early_stopping, validation_fraction, warm_start, random_state,
+                 verbose):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.inner_lr = inner_lr
+        self.n_inner_steps = n_inner_steps
+        self.meta_lr = meta_lr
+        self.meta_optimizer = meta_optimizer
+        self.first_order = first_order
+        self.meta_batch_size = meta_batch_size
+        self.n_support = n_support
+        self.n_query = n_query
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ---------------------------------------------------------------------------------------------
+    # What each estimator supplies
+    # ---------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _target_dtype(self):
+        """``check_array`` dtype for targets of the list-of-tasks form."""
+
+    @abstractmethod
+    def _encode_fit_targets(self, task_set):
+        """Set target-related fitted attributes; return (kernel targets, n_outputs)."""
+
+    @abstractmethod
+    def _check_task_sizes(self, task_set, y_kernel, n_support, n_query):
+        """Raise a clear error for a task too small for the episode sizes."""
+
+    @abstractmethod
+    def _episode_sampler(self, y_kernel):
+        """A function ``(X, y_kernel, offsets, fixed_support, batch, seeds, n_support, n_query)``
+        making one compiled sampler call -> (Xs, ys, s_offsets, Xq, yq, q_offsets). Built once
+        per fit or score, so nothing about the labels is recomputed per meta-iteration."""
+
+    @abstractmethod
+    def _encode_adapt_targets(self, y):
+        """Kernel targets for ``adapt``, and fitted attributes that change on the adapted copy."""
+
+    @abstractmethod
+    def _encode_score_targets(self, task_set):
+        """Kernel targets of a TaskSet to score (with the fitted encoding)."""
+
+    @abstractmethod
+    def _decode_targets(self, y_kernel):
+        """Kernel targets back to what ``adapt``/``predict`` speak (labels, 1-D values)."""
+
+    @abstractmethod
+    def _task_score(self, theta, layer_sizes, activation, X_query, y_query, sample_weight):
+        """Metric of ``score`` on one task's query rows (kernel targets), from adapted θ."""
+
+    # ---------------------------------------------------------------------------------------------
+    # Fitting
+    # ---------------------------------------------------------------------------------------------
+
+    def _validate_hidden_layer_sizes(self):
+        hidden = self.hidden_layer_sizes
+        if not hasattr(hidden, "__iter__"):
+            hidden = [hidden]
+        hidden = list(hidden)
+        if any(not isinstance(h, Integral) or isinstance(h, bool) or h <= 0 for h in hidden):
+            raise ValueError(
+                f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}."
+            )
+        return [int(h) for h in hidden]
+
+    def _validate_fit_input(self, X, y, groups):
+        """Both fit forms -> TaskSet; sets n_features_in_ / feature_names_in_."""
+        if y is None:
+            if not isinstance(X, (list, tuple)) or not all(isinstance(t, (list, tuple))
+                                                          for t in X):
+                raise ValueError(
+                    f"{type(self).__name__} requires y to be passed, but the target y is None. "
+                    "Pass fit(X, y, groups=task_ids), or a list of tasks: "
+                    "fit([(X_1, y_1), (X_2, y_2), ...])."
+                )
+            if groups is not None:
+                raise ValueError("groups is only used with fit(X, y, groups); a list of tasks "
+                                 "already says which rows belong together.")
+            task_set, first_X = tasks_from_list(X, self._target_dtype())
+            validate_data(self, first_X, reset=True, skip_check_array=True)
+            self.n_features_in_ = task_set.X.shape[1]
+            return task_set
+        X, y = validate_data(self, X, y, reset=True, dtype=[np.float64, np.float32],
+                             multi_output=True, y_numeric=self._target_dtype() == "numeric")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if groups is None:
+            warnings.warn(
+                f"{type(self).__name__}.fit got X and y without groups, so all rows are treated "
+                "as ONE task. Pass the task of each row: fit(X, y, groups=task_ids). In "
+                "GridSearchCV, cross_validate or a Pipeline, first call "
+                "sklearn.set_config(enable_metadata_routing=True) so that groups reach fit.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return tasks_from_groups(X, y, groups)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, groups=None):
+        """Meta-train the initial parameters θ over many tasks.
+
+        Parameters
+        ----------
+        X : list of tuples, or array-like of shape (n_samples, n_features)
+            Either the tasks, each ``(X_i, y_i)`` (support and query rows drawn afresh at every
+            visit) or ``(X_support_i, y_support_i, X_query_i, y_query_i)`` (a fixed split), with
+            ``y=None``; or all rows of all tasks, with ``y`` and ``groups``.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
+            Targets, with array ``X``.
+        groups : array-like of shape (n_samples,), default=None
+            Task id of each row, with array ``X``. Tasks are taken in sorted id order, rows in their
+            given order, so ``fit(X, y, groups)`` gives the same model as the equivalent task list.
+            ``None`` makes all rows one task (with a warning).
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        hidden = self._validate_hidden_layer_sizes()
+        task_set = self._validate_fit_input(X, y, groups)
+        y_kernel, n_outputs = self._encode_fit_targets(task_set)
+        n_query = -1 if self.n_query is None else self.n_query
+        self._check_task_sizes(task_set, y_kernel, self.n_support, n_query)
+        self._meta_train(task_set, y_kernel, hidden, n_outputs, n_query)
+        return self
+
+    def _meta_train(self, task_set, y_kernel, hidden, n_outputs, n_query):
+        rng = check_random_state(self.random_state)
+        dtype = task_set.X.dtype
+        layer_sizes = layer_sizes_array(task_set.X.shape[1], hidden, n_outputs)
+        activation = ACTIVATION_CODES[self.activation]
+        warm = self.warm_start and hasattr(self, "coefs_")
+        if warm:
+            check_shapes(self.coefs_, self.intercepts_, layer_sizes)
+            theta = pack(self.coefs_, self.intercepts_, dtype)
+            optimizer = getattr(self, "_optimizer", None)
+            if (optimizer is None or optimizer.name != self.meta_optimizer
+                    or optimizer.learning_rate != float(self.meta_lr)):
+                optimizer = make_optimizer(self.meta_optimizer, self.meta_lr, theta.shape[0],
+                                           dtype)
+            elif getattr(optimizer, "m", None) is not None and optimizer.m.dtype != dtype:
+                optimizer.reset(theta.shape[0], dtype)
+        else:
+            theta = init_theta(layer_sizes, self.activation, rng, dtype)
+            optimizer = make_optimizer(self.meta_optimizer, self.meta_lr, theta.shape[0], dtype)
+        # History: continued by warm_start, started afresh otherwise (or when there is none, e.g.
+        # coefs_ set by hand on an unfitted estimator).
+        if not warm or not hasattr(self, "loss_curve_"):
+            self.loss_curve_ = []
+            self.n_iter_ = 0
+            self.best_loss_ = np.inf
+        if not warm or getattr(self, "validation_scores_", None) is None:
+            self.validation_scores_ = [] if self.early_stopping else None
+            self.best_validation_score_ = -np.inf if self.early_stopping else None
+        if self.best_loss_ is None:
+            self.best_loss_ = np.inf
+        self._no_improvement_count = 0
+        self.n_layers_ = len(hidden) + 2
+        self.n_outputs_ = n_outputs
+        self._optimizer = optimizer
+
+        train_idx = np.arange(task_set.n_tasks)
+        valid = None
+        if self.early_stopping:
+            if task_set.n_tasks < 2:
+                raise ValueError("early_stopping=True holds out tasks for validation, so it "
+                                 f"needs at least 2 tasks; got {task_set.n_tasks}.")
+            n_valid = min(max(1, int(round(self.validation_fraction * task_set.n_tasks))),
+                          task_set.n_tasks - 1)
+            order = rng.permutation(task_set.n_tasks)
+            train_idx, valid_idx = np.sort(order[n_valid:]), np.sort(order[:n_valid])
+            valid = (task_set.subset(valid_idx), y_kernel_subset(y_kernel, task_set, valid_idx))
+            best_theta = theta.copy()
+        train = task_set.subset(train_idx) if valid is not None else task_set
+        y_train = y_kernel_subset(y_kernel, task_set, train_idx) if valid is not None else y_kernel
+
+        n_train = train.n_tasks
+        batch_size = self.meta_batch_size
+        if batch_size > n_train:
+            warnings.warn(f"meta_batch_size={batch_size} is larger than the number of training "
+                          f"tasks ({n_train}); using {n_train}.", UserWarning, stacklevel=4)
+            batch_size = n_train
+        grad = np.empty_like(theta)
+        task_losses = np.empty(batch_size, dtype=dtype)
+        alpha = float(self.inner_lr)
+        n_steps = int(self.n_inner_steps)
+        first_order = bool(self.first_order)
+        X_train, offsets, fixed = train.X, train.offsets, train.fixed_support
+        n_support = int(self.n_support)
+        sample_episodes = self._episode_sampler(y_train)
+
+        loss_curve = self.loss_curve_
+        epoch_losses = []
+        position = n_train  # start with a fresh epoch
+        order = seeds = None
+        last_print = time.monotonic()
+        converged = False
+        iterations_left = self.max_iter
+        try:
+            while iterations_left > 0:
+                if position >= n_train:
+                    if epoch_losses:
+                        if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes,
+                                              activation):
+                            best_theta = theta.copy()
+                        if self.verbose and (time.monotonic() - last_print > 1.0):
+                            last_print = time.monotonic()
+                            self._print_progress(epoch_losses)
+                        epoch_losses = []
+                        if self._no_improvement_count > self.n_iter_no_change:
+                            converged = True
+                            break
+                    order = rng.permutation(n_train)
+                    seeds = rng.randint(0, _SEED_HIGH, size=n_train, dtype=np.int64)
+                    position = 0
+                batch = order[position:position + batch_size]
+                batch_seeds = seeds[position:position + batch_size]
+                position += batch_size
+                Xs, ys, s_off, Xq, yq, q_off = sample_episodes(
+                    X_train, y_train, offsets, fixed, batch, batch_seeds, n_support, n_query)
+                loss = meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_off, Xq, yq,
+                                       q_off, alpha, n_steps, first_order, grad,
+                                       task_losses[:batch.shape[0]])
+                if not (math.isfinite(loss) and np.isfinite(grad).all()):
+                    self._set_theta(theta, layer_sizes)
+                    raise ValueError(
+                        f"Meta-training diverged at meta-iteration {self.n_iter_ + 1}: the query "
+                        "loss after adaptation or its gradient is not finite. The parameters "
+                        "from before this iteration are kept in coefs_/intercepts_. Lower "
+                        f"inner_lr (now {self.inner_lr}) or meta_lr (now {self.meta_lr}), or "
+                        "standardise X and y (e.g. a StandardScaler in a Pipeline)."
+                    )
+                optimizer.update(theta, grad)
+                loss_curve.append(loss)
+                epoch_losses.append(loss)
+                self.n_iter_ += 1
+                iterations_left -= 1
+        except KeyboardInterrupt:
+            warnings.warn("Meta-training interrupted by user.")
+        if epoch_losses and not converged:
+            if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes, activation):
+                best_theta = theta.copy()
+        if self.verbose:
+            self._print_progress(epoch_losses or loss_curve[-1:])
+        if self.early_stopping:
+            theta = best_theta
+            self.best_loss_ = None
+        if not converged and iterations_left == 0:
+            warnings.warn(
+                f"Maximum meta-iterations ({self.max_iter}) reached and the meta-optimisation "
+                "hasn't converged yet.", ConvergenceWarning, stacklevel=4)
+        self._set_theta(theta, layer_sizes)
+
+    def _end_of_epoch(self, epoch_losses, theta, valid, layer_sizes, activation):
+        """Convergence bookkeeping once per pass over the tasks; True if theta is the new best."""
+        epoch_loss = float(np.mean(epoch_losses))
+        if valid is None:
+            if epoch_loss > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            self.best_loss_ = min(self.best_loss_, epoch_loss)
+            return False
+        valid_tasks, valid_y = valid
+        score = self._few_shot_score_theta(theta, layer_sizes, activation, valid_tasks, valid_y,
+                                           self.n_support, 0, None)
+        self.validation_scores_.append(score)
+        if score < self.best_validation_score_ + self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if score > self.best_validation_score_:
+            self.best_validation_score_ = score
+            return True
+        return False
+
+    def _print_progress(self, epoch_losses):
+        line = (f"Meta-iteration {self.n_iter_}, mean query loss after adaptation = "
+                f"{np.mean(epoch_losses):.6g}")
+        if self.early_stopping and self.validation_scores_:
+            line += f", validation score = {self.validation_scores_[-1]:.6g}"
+        print(line)
+
+    def _set_theta(self, theta, layer_sizes):
+        self.coefs_, self.intercepts_ = unpack(theta, layer_sizes)
+
+    # ---------------------------------------------------------------------------------------------
+    # Using the meta-learned parameters
+    # ---------------------------------------------------------------------------------------------
+
+    def _theta(self):
+        """Flat θ (in the dtype of the fitted parameters) and the kernels' layer sizes."""
+        dtype = self.coefs_[0].dtype
+        layer_sizes = np.array([self.coefs_[0].shape[0]] + [W.shape[1] for W in self.coefs_],
+                               dtype=np.int64)
+        return pack(self.coefs_, self.intercepts_, dtype), layer_sizes
+
+    def _raw_output(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        theta, layer_sizes = self._theta()
+        X = np.ascontiguousarray(X, dtype=theta.dtype)
+        return forward(theta, layer_sizes, ACTIVATION_CODES[self.activation], X)
+
+    def adapt(self, X, y, n_inner_steps=None):
+        """Adapt the meta-learned θ to one task and return the adapted model.
+
+        Runs ``n_inner_steps`` plain gradient steps of size ``inner_lr`` on the loss of all the given
+        rows (the task's support set), starting from θ. The estimator itself is unchanged.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The task's labelled rows.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Their targets.
+        n_inner_steps : int, default=None
+            Number of steps N; ``None`` uses the estimator's ``n_inner_steps``.
+
+        Returns
+        -------
+        model : estimator
+            A fitted copy whose ``coefs_``/``intercepts_`` are the adapted parameters; its
+            ``predict`` serves the new task.
+        """
+        check_is_fitted(self)
+        if n_inner_steps is None:
+            n_inner_steps = self.n_inner_steps
+        if not isinstance(n_inner_steps, Integral) or n_inner_steps < 0:
+            raise ValueError(f"n_inner_steps must be a non-negative int, got {n_inner_steps!r}.")
+        X, y = validate_data(self, X, y, reset=False, dtype=[np.float64, np.float32],
+                             multi_output=True, y_numeric=self._target_dtype() == "numeric")
+        theta, layer_sizes = self._theta()
+        X = np.ascontiguousarray(X, dtype=theta.dtype)
+        y_kernel, adapted_attributes = self._encode_adapt_targets(y)
+        adapted = inner_adapt(theta, layer_sizes, ACTIVATION_CODES[self.activation], X,
+                              y_kernel, float(self.inner_lr), int(n_inner_steps))
+        if not np.isfinite(adapted).all():
+            raise ValueError(
+                "Adaptation diverged: the adapted parameters are not finite. Lower inner_lr "
+                f"(now {self.inner_lr}) or n_inner_steps, or standardise X and y.")
+        model = copy.copy(self)
+        # Fresh copies of everything mutable, so the adapted model and the estimator never share
+        # state; the long training history is copied as lists (cheap), not deep-copied.
+        for name, value in vars(self).items():
+            if isinstance(value, list):
+                setattr(model, name, list(value))
+            elif name.startswith("_") and hasattr(value, "__dict__"):
+                setattr(model, name, copy.deepcopy(value))
+        model._set_theta(adapted, layer_sizes)
+        for name, value in adapted_attributes.items():
+            setattr(model, name, value)
+        return model
+
+    # ---------------------------------------------------------------------------------------------
+    # Few-shot scoring
+    # ---------------------------------------------------------------------------------------------
+
+    def _score_tasks(self, X, y, groups, n_support):
+        """Validate score input into a TaskSet and kernel targets."""
+        check_is_fitted(self)
+        X, y = validate_data(self, X, y, reset=False, dtype=[np.float64, np.float32],
+                             multi_output=True, y_numeric=self._target_dtype() == "numeric")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        theta, _ = self._theta()
+        task_set = tasks_from_groups(np.ascontiguousarray(X, dtype=theta.dtype), y, groups)
+        y_kernel = self._encode_score_targets(task_set)
+        self._check_task_sizes(task_set, y_kernel, n_support, -1)
+        return task_set, y_kernel
+
+    def _few_shot_score_theta(self, theta, layer_sizes, activation, task_set, y_kernel,
+                              n_support, random_state, sample_weight, n_inner_steps=None,
+                              scorer=None):
+        """Mean over tasks of the metric on query rows after adapting on ``n_support`` rows.
+
+        Episodes come from the same compiled sampler as training, seeded by ``random_state``, so a
+        fixed seed gives the same support rows for every candidate of a search.
+        """
+        if n_inner_steps is None:
+            n_inner_steps = self.n_inner_steps
+        X = task_set.X
+        if sample_weight is not None:
+            # Carry each row's weight through the sampler as an extra column.
+            X = np.ascontiguousarray(np.column_stack([X, sample_weight]).astype(X.dtype))
+        rng = check_random_state(random_state)
+        seeds = rng.randint(0, _SEED_HIGH, size=task_set.n_tasks, dtype=np.int64)
+        batch = np.arange(task_set.n_tasks, dtype=np.int64)
+        Xs, ys, s_off, Xq, yq, q_off = self._episode_sampler(y_kernel)(
+            X, y_kernel, task_set.offsets, task_set.fixed_support, batch, seeds, n_support, -1)
+        scores = []
+        for t in range(task_set.n_tasks):
+            Xs_t, Xq_t = Xs[s_off[t]:s_off[t + 1]], Xq[q_off[t]:q_off[t + 1]]
+            w_t = None
+            if sample_weight is not None:
+                w_t = Xq_t[:, -1].copy()
+                Xs_t, Xq_t = Xs_t[:, :-1], Xq_t[:, :-1]
+            ys_t, yq_t = ys[s_off[t]:s_off[t + 1]], yq[q_off[t]:q_off[t + 1]]
+            if scorer is not None:
+                model = self.adapt(Xs_t, self._decode_targets(ys_t), n_inner_steps=n_inner_steps)
+                kwargs = {} if w_t is None else {"sample_weight": w_t}
+                scores.append(scorer(model, Xq_t, self._decode_targets(yq_t), **kwargs))
+                continue
+            adapted = inner_adapt(theta, layer_sizes, activation, np.ascontiguousarray(Xs_t),
+                                  ys_t, float(self.inner_lr), int(n_inner_steps))
+            scores.append(self._task_score(adapted, layer_sizes, activation,
+                                           np.ascontiguousarray(Xq_t), yq_t, w_t))
+        return float(np.mean(scores))
+
+    def _few_shot_score(self, X, y, groups, sample_weight, *, n_support, n_inner_steps=None,
+                        random_state=0, scorer=None):
+        """Validate, then :meth:`_few_shot_score_theta` (shared by ``score`` and FewShotScorer)."""
+        task_set, y_kernel = self._score_tasks(X, y, groups, n_support)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+            if sample_weight.shape[0] != task_set.X.shape[0]:
+                raise ValueError(f"sample_weight has {sample_weight.shape[0]} entries but X has "
+                                 f"{task_set.X.shape[0]} rows.")
+            sample_weight = sample_weight[task_set.order]
+        theta, layer_sizes = self._theta()
+        return self._few_shot_score_theta(theta, layer_sizes, ACTIVATION_CODES[self.activation],
+                                          task_set, y_kernel, n_support, random_state,
+                                          sample_weight, n_inner_steps, scorer)
+
+    def score(self, X, y, groups=None, sample_weight=None):
+        """Few-shot score: per task, adapt on ``n_support`` rows and score the rest; mean over tasks.
+
+        The metric is R² for regression and accuracy for classification, computed per task on its
+        query rows and averaged over tasks. Support rows are drawn with a fixed seed (0), so the
+        score is deterministic. For another protocol (other ``n_support``, seed or metric) see
+        :class:`FewShotScorer`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        groups : array-like of shape (n_samples,), default=None
+            Task id of each row; ``None`` makes all rows one task.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the scored (query) rows within each task.
+
+        Returns
+        -------
+        score : float
+        """
+        return self._few_shot_score(X, y, groups, sample_weight, n_support=self.n_support)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+
+def y_kernel_subset(y_kernel, task_set, task_indices):
+    """Rows of the kernel targets belonging to ``task_indices`` (in that order)."""
+    rows = [np.arange(task_set.offsets[t], task_set.offsets[t + 1]) for t in task_indices]
+    return np.ascontiguousarray(y_kernel[np.concatenate(rows)])

@@ -1,0 +1,251 @@
+"""MAMLClassifier: MAML with softmax cross-entropy, in two label regimes."""
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.metrics import accuracy_score
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+
+from ._base import BaseMAML
+from ._kernels._mlp import forward
+from ._kernels._sampling import sample_classification_episodes, task_class_counts
+
+
+class MAMLClassifier(ClassifierMixin, BaseMAML):
+    """Model-Agnostic Meta-Learning (MAML) for classification with a multilayer perceptron.
+
+    The algorithm and most parameters are those of :class:`MAMLRegressor`; the loss is softmax
+    cross-entropy, and ``n_support`` counts support rows **per class** (support sets are
+    stratified).
+
+    Two label regimes, chosen by ``task_labels``:
+
+    ``"shared"`` (default)
+        Labels mean the same in every task (e.g. "fault" / "ok" on every machine). The network has
+        one output per class of ``classes_``; a task may hold any subset of the classes.
+    ``"per_task"``
+        N-way episodes: each task has its own ``n_way`` classes, which may never have been seen in
+        training. Each task's labels map to outputs ``0 .. n_way - 1``; at every visit in
+        meta-training the assignment of a task's classes to outputs is drawn afresh, so θ learns to
+        adapt instead of memorising classes. :meth:`adapt` maps the new task's sorted labels to the
+        outputs and the adapted model predicts that task's own labels. Every task must have the
+        same number of classes.
+
+    Parameters
+    ----------
+    hidden_layer_sizes, activation, inner_lr, n_inner_steps, meta_lr, meta_optimizer, \
+first_order, meta_batch_size, max_iter, tol, n_iter_no_change, early_stopping, \
+validation_fraction, warm_start, random_state, verbose
+        As in :class:`MAMLRegressor` (α = ``inner_lr``, β = ``meta_lr``, N = ``n_inner_steps``).
+    n_support : int, default=5
+        K, support rows **per class** of each task and visit.
+    n_query : int, default=None
+        Query rows per class; ``None`` uses all rows not in the support.
+    task_labels : {"shared", "per_task"}, default="shared"
+        The label regime (see above).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        ``"shared"``: the class labels. ``"per_task"``: ``arange(n_way)`` for the meta-learned
+        model, and the task's own labels on a model returned by :meth:`adapt`.
+    coefs_, intercepts_, n_iter_, loss_curve_, best_loss_, validation_scores_, \
+best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
+        As in :class:`MAMLRegressor` (scores are few-shot accuracy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmaml import MAMLClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> tasks = []
+    >>> for _ in range(40):
+    ...     w = rng.normal(size=3)
+    ...     X = rng.normal(size=(30, 3))
+    ...     tasks.append((X, (X @ w > 0).astype(int)))
+    >>> clf = MAMLClassifier(hidden_layer_sizes=(16,), n_support=5, inner_lr=0.5,
+    ...                      max_iter=100, random_state=0).fit(tasks)
+    >>> X_new = rng.normal(size=(20, 3))
+    >>> y_new = (X_new @ rng.normal(size=3) > 0).astype(int)
+    >>> clf.adapt(X_new[:10], y_new[:10]).predict(X_new[10:]).shape
+    (10,)
+    """
+
+    _parameter_constraints: dict = {
+        **BaseMAML._parameter_constraints,
+        "task_labels": [StrOptions({"shared", "per_task"})],
+    }
+
+    def __init__(self, hidden_layer_sizes=(40, 40), activation="relu", *, inner_lr=0.01,
+                 n_inner_steps=1, meta_lr=0.001, meta_optimizer="adam", first_order=False,
+                 meta_batch_size=25, n_support=5, n_query=None, task_labels="shared",
+                 max_iter=1000, tol=1e-4, n_iter_no_change=10, early_stopping=False,
+                 validation_fraction=0.1, warm_start=False, random_state=None, verbose=0):
+        super().__init__(
+            hidden_layer_sizes, activation, inner_lr=inner_lr, n_inner_steps=n_inner_steps,
+            meta_lr=meta_lr, meta_optimizer=meta_optimizer, first_order=first_order,
+            meta_batch_size=meta_batch_size, n_support=n_support, n_query=n_query,
+            max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            warm_start=warm_start, random_state=random_state, verbose=verbose)
+        self.task_labels = task_labels
+
+    # The mixin's score (plain R² / accuracy on all rows) would shadow the few-shot score.
+    score = BaseMAML.score
+
+    def _target_dtype(self):
+        return None
+
+    @staticmethod
+    def _labels_1d(y):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"MAMLClassifier takes one label per row (1-D y); got shape "
+                             f"{y.shape}.")
+        check_classification_targets(y)
+        return y
+
+    def _n_way_of_tasks(self, task_set, codes, n_labels):
+        """Number of classes of each task."""
+        counts = task_class_counts(codes, task_set.offsets, n_labels)
+        return (counts > 0).sum(axis=1), counts
+
+    def _encode_fit_targets(self, task_set):
+        labels, codes = np.unique(self._labels_1d(task_set.y), return_inverse=True)
+        codes = codes.astype(np.int64)
+        self._fit_labels = labels  # names for error messages
+        if self.task_labels == "shared":
+            if labels.shape[0] < 2:
+                raise ValueError(f"MAMLClassifier needs samples of at least 2 classes; the "
+                                 f"tasks only have class {labels[0]!r}.")
+            self.classes_ = labels
+            return codes, labels.shape[0]
+        n_way, _ = self._n_way_of_tasks(task_set, codes, labels.shape[0])
+        self._check_same_n_way(task_set, n_way, n_way[0])
+        if n_way[0] < 2:
+            raise ValueError("task_labels='per_task' needs tasks with at least 2 classes; "
+                             f"{task_set.names[0]} has 1.")
+        self.classes_ = np.arange(n_way[0])
+        return codes, int(n_way[0])
+
+    @staticmethod
+    def _check_same_n_way(task_set, n_way, expected):
+        wrong = np.flatnonzero(n_way != expected)
+        if wrong.size:
+            t = wrong[0]
+            raise ValueError(
+                f"With task_labels='per_task' every task must have the same number of classes "
+                f"(N-way): {task_set.names[t]} has {n_way[t]} classes, expected {expected}.")
+
+    def _encode_score_targets(self, task_set):
+        y = self._labels_1d(task_set.y)
+        if self.task_labels == "shared":
+            return self._shared_codes(y)
+        labels, codes = np.unique(y, return_inverse=True)
+        codes = codes.astype(np.int64)
+        n_way, _ = self._n_way_of_tasks(task_set, codes, labels.shape[0])
+        self._check_same_n_way(task_set, n_way, self.n_outputs_)
+        return codes
+
+    def _shared_codes(self, y):
+        unseen = np.setdiff1d(np.unique(y), self.classes_)
+        if unseen.size:
+            raise ValueError(
+                f"y contains labels {unseen.tolist()} that the model never saw in training "
+                f"(classes_ = {self.classes_.tolist()}). For tasks with new classes use "
+                "task_labels='per_task'.")
+        return np.searchsorted(self.classes_, y).astype(np.int64)
+
+    def _check_task_sizes(self, task_set, y_kernel, n_support, n_query):
+        n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
+        counts = task_class_counts(y_kernel, task_set.offsets, n_labels)
+        need = n_support + max(n_query, 0)
+        labels = getattr(self, "_fit_labels", None)
+        for t in range(task_set.n_tasks):
+            if task_set.fixed_support[t] >= 0:
+                continue
+            present = np.flatnonzero(counts[t])
+            short = present[counts[t, present] < need]
+            if short.size:
+                c = short[0]
+                name = labels[c] if labels is not None and c < len(labels) else c
+                raise ValueError(
+                    f"{task_set.names[t]} has {counts[t, c]} rows of class {name!r}, but "
+                    f"n_support={n_support} rows per class" +
+                    (f" plus n_query={n_query}" if n_query > 0 else "") +
+                    " are needed (support sets are stratified). Lower n_support or drop the "
+                    "class from that task.")
+            if n_query < 0 and counts[t].sum() <= present.size * n_support:
+                raise ValueError(
+                    f"{task_set.names[t]} has no row left for the query set after taking "
+                    f"n_support={n_support} rows of each of its {present.size} classes.")
+
+    def _episode_sampler(self, y_kernel):
+        n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
+        relabel = self.task_labels == "per_task"
+
+        def sample(X, y, offsets, fixed_support, batch, seeds, n_support, n_query):
+            return sample_classification_episodes(X, y, offsets, fixed_support, batch, seeds,
+                                                  n_support, n_query, n_labels, relabel)
+
+        return sample
+
+    def _encode_adapt_targets(self, y):
+        y = self._labels_1d(y)
+        if self.task_labels == "shared":
+            return self._shared_codes(y), {}
+        labels, codes = np.unique(y, return_inverse=True)
+        if labels.shape[0] != self.n_outputs_:
+            raise ValueError(
+                f"adapt got {labels.shape[0]} classes but the model was meta-trained on "
+                f"{self.n_outputs_}-way tasks (task_labels='per_task'): give rows of exactly "
+                f"{self.n_outputs_} classes.")
+        return codes.astype(np.int64), {"classes_": labels}
+
+    def _decode_targets(self, y_kernel):
+        # per_task: kernel targets are the episode's outputs 0..n_way-1, which adapt() accepts as
+        # the task's labels (so the adapted model speaks the same outputs).
+        return self.classes_[y_kernel] if self.task_labels == "shared" else y_kernel
+
+    def _task_score(self, theta, layer_sizes, activation, X_query, y_query, sample_weight):
+        logits = forward(theta, layer_sizes, activation, X_query)
+        return accuracy_score(y_query, logits.argmax(axis=1), sample_weight=sample_weight)
+
+    def predict_proba(self, X):
+        """Class probabilities with the current (meta-learned or adapted) parameters.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns follow ``classes_``.
+        """
+        logits = self._raw_output(X).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        proba = np.exp(logits)
+        proba /= proba.sum(axis=1, keepdims=True)
+        return proba
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        logits = self._raw_output(X).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+    def predict(self, X):
+        """Predict class labels (of ``classes_``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        return self.classes_[self._raw_output(X).argmax(axis=1)]

@@ -1,0 +1,115 @@
+"""Few-shot evaluation for model selection, and adaptation through a Pipeline."""
+
+import copy
+from numbers import Integral
+
+from sklearn.metrics import get_scorer
+from sklearn.pipeline import Pipeline
+from sklearn.utils.metadata_routing import MetadataRequest
+
+from ._base import BaseMAML
+
+
+def _final_maml_step(estimator, X):
+    """The MAML estimator at the end of ``estimator`` and ``X`` transformed to reach it."""
+    if isinstance(estimator, Pipeline):
+        if len(estimator.steps) > 1:
+            X = estimator[:-1].transform(X)
+        estimator = estimator.steps[-1][1]
+    if not isinstance(estimator, BaseMAML):
+        raise TypeError("expected a MAMLRegressor or MAMLClassifier, or a Pipeline ending in "
+                        f"one; got {type(estimator).__name__}.")
+    return estimator, X
+
+
+def adapt(estimator, X, y, n_inner_steps=None):
+    """Adapt a fitted MAML estimator, or a Pipeline ending in one, to a new task.
+
+    For a Pipeline, ``X`` goes through the fitted transformers (their meta-training state is kept,
+    e.g. a scaler fitted on all tasks) and the final step adapts; the result is a new Pipeline
+    sharing the transformers and holding the adapted final step. The input is unchanged.
+
+    Parameters
+    ----------
+    estimator : MAMLRegressor, MAMLClassifier or Pipeline
+    X : array-like of shape (n_samples, n_features)
+        The new task's labelled rows.
+    y : array-like of shape (n_samples,) or (n_samples, n_targets)
+    n_inner_steps : int, default=None
+        Overrides the estimator's ``n_inner_steps``.
+
+    Returns
+    -------
+    adapted : estimator or Pipeline
+    """
+    if isinstance(estimator, Pipeline):
+        final, Xt = _final_maml_step(estimator, X)
+        adapted = copy.copy(estimator)
+        adapted.steps = list(estimator.steps[:-1]) + [
+            (estimator.steps[-1][0], final.adapt(Xt, y, n_inner_steps=n_inner_steps))]
+        return adapted
+    final, X = _final_maml_step(estimator, X)
+    return final.adapt(X, y, n_inner_steps=n_inner_steps)
+
+
+class FewShotScorer:
+    """A fixed few-shot evaluation protocol, usable as ``scoring=`` in searches.
+
+    For each task of the scored data: draw ``n_support`` support rows (per class for a classifier)
+    with a seed fixed by ``random_state``, adapt the meta-learned model on them, score the task's
+    other rows, and average over tasks. Unlike ``estimator.score``, the protocol does not depend on
+    the candidate's own ``n_support``/``n_inner_steps``, so a search that tunes them compares every
+    candidate on the same footing.
+
+    Parameters
+    ----------
+    metric : str, callable or None, default=None
+        ``None``: the estimator's own metric (R² or accuracy). A string names an sklearn scorer
+        (e.g. ``"neg_mean_squared_error"``); a callable is a scorer ``(estimator, X, y)``, e.g. from
+        :func:`sklearn.metrics.make_scorer`. The adapted model of each task is what gets scored.
+    n_support : int, default=None
+        Support rows per task (per class for classifiers); ``None`` uses the estimator's.
+    n_inner_steps : int, default=None
+        Adaptation steps; ``None`` uses the estimator's.
+    random_state : int, default=0
+        Seeds the support draws.
+
+    Examples
+    --------
+    >>> from skmaml import FewShotScorer
+    >>> scorer = FewShotScorer("neg_mean_squared_error", n_support=5)
+    >>> scorer
+    FewShotScorer(metric='neg_mean_squared_error', n_support=5, n_inner_steps=None, random_state=0)
+    """
+
+    def __init__(self, metric=None, *, n_support=None, n_inner_steps=None, random_state=0):
+        for name, value in (("n_support", n_support), ("n_inner_steps", n_inner_steps)):
+            if value is not None and (not isinstance(value, Integral) or value < 0 or
+                                      (name == "n_support" and value < 1)):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
+        self.metric = metric
+        self.n_support = n_support
+        self.n_inner_steps = n_inner_steps
+        self.random_state = random_state
+
+    def __repr__(self):
+        return (f"FewShotScorer(metric={self.metric!r}, n_support={self.n_support!r}, "
+                f"n_inner_steps={self.n_inner_steps!r}, random_state={self.random_state!r})")
+
+    def get_metadata_routing(self):
+        """Request ``groups`` and ``sample_weight`` for scoring (metadata routing)."""
+        request = MetadataRequest(owner=self)
+        request.score.add_request(param="groups", alias=True)
+        request.score.add_request(param="sample_weight", alias=True)
+        return request
+
+    def __call__(self, estimator, X, y, groups=None, sample_weight=None):
+        """Few-shot score of a fitted estimator (or Pipeline) on the tasks of ``X``, ``y``."""
+        final, X = _final_maml_step(estimator, X)
+        n_support = final.n_support if self.n_support is None else self.n_support
+        scorer = None
+        if self.metric is not None:
+            scorer = get_scorer(self.metric) if isinstance(self.metric, str) else self.metric
+        return final._few_shot_score(X, y, groups, sample_weight, n_support=n_support,
+                                     n_inner_steps=self.n_inner_steps,
+                                     random_state=self.random_state, scorer=scorer)

@@ -1,0 +1,195 @@
+"""Tasks: the list-of-tasks and flat ``(X, y, groups)`` forms, validated into one concatenated layout.
+
+Both public forms become a :class:`TaskSet`: every task's rows concatenated in task order
+(``X`` of shape ``(n_rows, n_features)``), ``offsets`` such that task ``t`` owns rows
+``offsets[t]:offsets[t + 1]``, and ``fixed_support[t]``: ``-1`` for a task whose support/query split is
+drawn afresh at each visit (a 2-tuple), or the number of given support rows at the front of the task
+(a 4-tuple). The compiled episode samplers work on exactly this layout.
+
+Task order: the list order, or for ``groups`` the sorted unique group labels (``np.unique``), rows
+of a task in their original order. The two forms describing the same tasks therefore give the same
+layout, and so the same model.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.utils import check_array
+from sklearn.utils.validation import _num_samples
+
+
+@dataclass
+class TaskSet:
+    """Validated tasks in the concatenated layout of the episode samplers.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_rows, n_features), float32 or float64, C-contiguous
+    y : ndarray of shape (n_rows,) or (n_rows, n_targets)
+        Targets as given (validated by the estimator, not encoded here).
+    offsets : ndarray of shape (n_tasks + 1,), int64
+    fixed_support : ndarray of shape (n_tasks,), int64
+    names : list of str
+        How each task is named in error messages (``"task 3"`` or ``"group 'site-7'"``).
+    order : ndarray of shape (n_rows,), int64, or None
+        For the flat form, the row of the given ``X`` at each position of the layout (so per-row
+        extras such as ``sample_weight`` can follow the rows); None for a task list.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    offsets: np.ndarray
+    fixed_support: np.ndarray
+    names: list
+    order: np.ndarray = None
+
+    @property
+    def n_tasks(self):
+        return self.offsets.shape[0] - 1
+
+    def sizes(self):
+        return np.diff(self.offsets)
+
+    def subset(self, task_indices):
+        """The tasks ``task_indices`` (in that order) as a new TaskSet."""
+        task_indices = np.asarray(task_indices, dtype=np.int64)
+        rows = np.concatenate(
+            [np.arange(self.offsets[t], self.offsets[t + 1]) for t in task_indices]
+        ) if task_indices.size else np.zeros(0, dtype=np.int64)
+        sizes = self.sizes()[task_indices]
+        return TaskSet(
+            X=np.ascontiguousarray(self.X[rows]),
+            y=np.ascontiguousarray(self.y[rows]),
+            offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            fixed_support=self.fixed_support[task_indices].copy(),
+            names=[self.names[t] for t in task_indices],
+        )
+
+
+def _check_task_part(array, what, name, ensure_2d, dtype, ensure_min_samples=1):
+    """``check_array`` whose errors say which task (and which part of it) is wrong."""
+    try:
+        return check_array(array, ensure_2d=ensure_2d, dtype=dtype,
+                           ensure_min_samples=ensure_min_samples, input_name=what)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{name}: {what}: {exc}") from exc
+
+
+def tasks_from_list(tasks, y_dtype):
+    """Validate a list of ``(X, y)`` or ``(X_support, y_support, X_query, y_query)`` tuples.
+
+    Parameters
+    ----------
+    tasks : sequence of tuples
+    y_dtype : dtype, "numeric" or None
+        Passed to ``check_array`` for targets (``"numeric"`` for regression, ``None`` keeps labels).
+
+    Returns
+    -------
+    task_set : TaskSet
+        ``X`` is float64 unless every task's ``X`` is float32.
+    first_X : object
+        The first task's ``X`` as given (for ``feature_names_in_``).
+    """
+    if isinstance(tasks, (str, bytes)) or not hasattr(tasks, "__len__"):
+        raise TypeError(
+            "tasks must be a list of (X, y) or (X_support, y_support, X_query, y_query) "
+            f"tuples; got {type(tasks).__name__}."
+        )
+    if len(tasks) == 0:
+        raise ValueError("tasks is empty: meta-training needs at least one task.")
+    X_parts, y_parts, sizes, fixed = [], [], [], []
+    n_features = None
+    all_float32 = True
+    names = [f"task {i}" for i in range(len(tasks))]
+    for i, task in enumerate(tasks):
+        name = names[i]
+        if not isinstance(task, (tuple, list)) or len(task) not in (2, 4):
+            got = (f"a {type(task).__name__} of length {len(task)}"
+                   if isinstance(task, (tuple, list)) else f"a {type(task).__name__}")
+            raise ValueError(
+                f"{name} must be a tuple (X, y) or (X_support, y_support, X_query, y_query); "
+                f"got {got}."
+            )
+        parts = []
+        for j in range(0, len(task), 2):
+            what = ("X", "y") if len(task) == 2 else (
+                ("X_support", "y_support") if j == 0 else ("X_query", "y_query"))
+            X_i = _check_task_part(task[j], what[0], name, True, [np.float64, np.float32])
+            y_i = _check_task_part(task[j + 1], what[1], name, False, y_dtype)
+            if y_i.ndim == 2 and y_i.shape[1] == 1:
+                y_i = y_i[:, 0]
+            if _num_samples(X_i) != _num_samples(y_i):
+                raise ValueError(
+                    f"{name}: {what[0]} has {X_i.shape[0]} rows but {what[1]} has "
+                    f"{_num_samples(y_i)}."
+                )
+            if n_features is None:
+                n_features = X_i.shape[1]
+            elif X_i.shape[1] != n_features:
+                raise ValueError(
+                    f"{name}: {what[0]} has {X_i.shape[1]} features, but task 0 has "
+                    f"{n_features}: every task must have the same columns."
+                )
+            all_float32 &= X_i.dtype == np.float32
+            parts.append((X_i, y_i))
+        if len(task) == 4:
+            fixed.append(parts[0][0].shape[0])
+        else:
+            fixed.append(-1)
+        for X_i, y_i in parts:
+            X_parts.append(X_i)
+            y_parts.append(y_i)
+        sizes.append(sum(p[0].shape[0] for p in parts))
+    y_ndims = {y_i.ndim for y_i in y_parts}
+    if len(y_ndims) > 1 or (2 in y_ndims and len({y_i.shape[1] for y_i in y_parts}) > 1):
+        raise ValueError("Every task's y must have the same number of target columns.")
+    dtype = np.float32 if all_float32 else np.float64
+    X = np.ascontiguousarray(np.concatenate(X_parts).astype(dtype, copy=False))
+    y = np.concatenate(y_parts)
+    return TaskSet(
+        X=X,
+        y=y,
+        offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        fixed_support=np.asarray(fixed, dtype=np.int64),
+        names=names,
+    ), tasks[0][0]
+
+
+def tasks_from_groups(X, y, groups):
+    """Split already validated ``X``, ``y`` by ``groups`` (sorted unique labels, rows in order).
+
+    ``groups=None`` makes all rows one task.
+    """
+    n_rows = X.shape[0]
+    if groups is None:
+        order = np.arange(n_rows)
+        sizes = np.array([n_rows])
+        names = ["the single task (groups=None)"]
+    else:
+        groups = np.asarray(groups)
+        if groups.ndim != 1:
+            groups = groups.reshape(-1) if groups.ndim == 2 and 1 in groups.shape else groups
+        if groups.ndim != 1 or groups.shape[0] != n_rows:
+            raise ValueError(
+                f"groups must hold one task id per row of X: X has {n_rows} rows but groups "
+                f"has shape {np.shape(groups)}."
+            )
+        try:
+            labels, codes = np.unique(groups, return_inverse=True)
+        except TypeError as exc:
+            raise TypeError(f"groups must be sortable task ids (e.g. ints or strings): {exc}")
+        if any(isinstance(g, float) and np.isnan(g) for g in labels[:1].tolist() + labels[-1:].tolist()):
+            raise ValueError("groups contains NaN: every row needs a task id.")
+        order = np.argsort(codes, kind="stable")
+        sizes = np.bincount(codes, minlength=labels.shape[0])
+        names = [f"group {label!r}" for label in labels.tolist()]
+    return TaskSet(
+        X=np.ascontiguousarray(X[order]),
+        y=np.ascontiguousarray(y[order]),
+        offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        fixed_support=np.full(len(sizes), -1, dtype=np.int64),
+        names=names,
+        order=order.astype(np.int64),
+    )
+
