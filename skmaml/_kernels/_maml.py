@@ -10,20 +10,22 @@ Second order backpropagates through the inner steps with Hessian-vector products
     for k = N-1 .. 0:   g = g - alpha * H_support(theta_k) @ g
 
 The forward and backward passes of every inner step are kept for the backward sweep, so memory grows
-linearly in N: ``N * (n_params + 4 * n_support * sum(hidden widths + n_outputs))`` numbers per task
-in flight. First order skips the sweep and returns ``grad L_query(theta_N)``.
+linearly in N (``docs/compiled_core.rst`` has the exact count). First order skips the sweep and
+returns ``grad L_query(theta_N)``.
 
 A meta-batch is ragged: task ``t`` owns support rows ``s_offsets[t]:s_offsets[t+1]`` of ``Xs``/``ys``
 and query rows ``q_offsets[t]:q_offsets[t+1]`` of ``Xq``/``yq``. Before adaptation every task shares
 ``theta``, so the step-0 support forward and backward passes run once over all support rows of the
-batch (large BLAS products) and each task then reads its own rows.
+batch (large BLAS products) and each task then reads its own rows; second order likewise runs the
+step-0 Hessian-vector products of all tasks together (only products with each task's own direction run
+per task), and first order sums all query gradients with one product per layer.
 """
 
 import numpy as np
 from numba import njit
 
 from ._config import JIT_OPTIONS
-from ._mlp import (_backprop_rows, _block_start, _forward_rows, _hvp_rows, _loss_grad_rows,
+from ._mlp import (_backprop_rows, _block_start, _forward_rows, _hvp_blocks, _loss_grad_rows,
                    _output_grad, _weight_grad_rows, buffer_size, layer_offsets, loss_grad, n_params,
                    width_offsets)
 
@@ -146,10 +148,13 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     n_q_buf = n_q_all if first_order else n_q_max
     query = np.empty((4, buffer_size(layer_sizes, n_q_buf)), dtype=dtype)
     Zq, Aq, DZq, DAq = query[0], query[1], query[2], query[3]
-    sweep = np.empty((3, buffer_size(layer_sizes, n_s_max) if not first_order else 0), dtype=dtype)
+    second_order = not first_order and n_steps > 0
+    sweep = np.empty((3, buffer_size(layer_sizes, n_s_max) if second_order else 0), dtype=dtype)
+    # Second order: each task's direction after the sweep down to step 1, for the batched step 0.
+    directions = np.empty(n_tasks * n_par if second_order else 0, dtype=dtype)
     grad = np.empty(n_par, dtype=dtype)
     v = np.empty(n_par, dtype=dtype)
-    hv = np.empty(n_par, dtype=dtype)
+    single_block = np.zeros(2, dtype=np.int64)
 
     grad_out[:] = 0.0
     for t in range(n_tasks):
@@ -175,24 +180,30 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
                                          r0, n_q)
         if first_order:
             continue
+        if second_order:
+            v = directions[t * n_par:(t + 1) * n_par]
         _weight_grad_rows(layer_sizes, offsets, woffsets, Xq, q0, Aq, DZq, n_q_buf, 0, n_q, v,
                           False)
-        # Second order: back through the inner steps, v <- (I - alpha H_support(theta_k)) v.
-        for k in range(n_steps - 1, -1, -1):
-            if k == 0:
-                _hvp_rows(theta, layer_sizes, offsets, woffsets, activation, Xs, s0, ys, s0, Z0,
-                          A0, DZ0, DA0, n_s_all, s0, n_s, v, sweep[0], sweep[1], sweep[2], hv)
-            else:
-                work = steps[k - 1]
-                _hvp_rows(thetas[k], layer_sizes, offsets, woffsets, activation, Xs, s0, ys, s0,
-                          work[0], work[1], work[2], work[3], n_s, 0, n_s, v, sweep[0],
-                          sweep[1], sweep[2], hv)
-            _sgd_step(v, hv, lr, v)
+        # Back through inner steps N-1 .. 1: v <- (I - alpha H_support(theta_k)) v.
+        single_block[1] = n_s
+        for k in range(n_steps - 1, 0, -1):
+            work = steps[k - 1]
+            _hvp_blocks(thetas[k], layer_sizes, offsets, woffsets, activation, Xs, s0, ys, n_s, 0,
+                        single_block, work[0], work[1], work[2], work[3], v, sweep[0], sweep[1],
+                        sweep[2], grad)
+            _sgd_step(v, grad, lr, v)
         for i in range(n_par):
             grad_out[i] += v[i]
     if first_order:
         _weight_grad_rows(layer_sizes, offsets, woffsets, Xq, 0, Aq, DZq, n_q_all, 0, n_q_all,
                           grad_out, False)
+    elif second_order:
+        # Step 0 for all tasks at once (shared theta): sum_t (I - alpha H_t) v_t.
+        batch_sweep = np.empty((3, buffer_size(layer_sizes, n_s_all)), dtype=dtype)
+        _hvp_blocks(theta, layer_sizes, offsets, woffsets, activation, Xs, 0, ys, n_s_all, 0,
+                    s_offsets, Z0, A0, DZ0, DA0, directions, batch_sweep[0], batch_sweep[1],
+                    batch_sweep[2], grad)
+        _sgd_step(grad_out, grad, lr, grad_out)
 
     mean_loss = 0.0
     for t in range(n_tasks):

@@ -338,45 +338,65 @@ def _loss_grad_rows(theta, layer_sizes, offsets, woffsets, activation, X, x0, y,
 
 
 @njit(**JIT_OPTIONS)
-def _hvp_rows(theta, layer_sizes, offsets, woffsets, activation, X, x0, y, y0, Z, A, DZ, DA,
-              n_buf, r0, n, v, RZ, RA, RD, hv):
-    """Pearlmutter's R-operator: ``hv = H(theta) v`` for the loss on rows ``r0 : r0 + n``.
+def _hvp_blocks(theta, layer_sizes, offsets, woffsets, activation, X, x0, y, n_buf, r0,
+                block_offsets, Z, A, DZ, DA, V, RZ, RA, RD, hv):
+    """Pearlmutter's R-operator over row blocks: ``hv = sum_b H_b(theta) V_b``.
 
-    ``Z``, ``A``, ``DZ``, ``DA`` must hold the forward and backward pass at ``theta`` for those rows
-    (as left by :func:`_loss_grad_rows`). ``RZ``, ``RA`` and ``RD`` are scratch buffers of at least
-    ``n`` rows. Costs about two gradients.
+    Block ``b`` is rows ``block_offsets[b] : block_offsets[b+1]`` counted from row ``x0`` of ``X`` /
+    ``y`` and from row ``r0`` of the buffers ``Z``, ``A``, ``DZ``, ``DA`` (which must hold the forward
+    and backward pass at ``theta``, with each block's own loss normalisation). ``H_b`` is the Hessian
+    of block ``b``'s loss and ``V_b = V[b * n_params : (b + 1) * n_params]`` its direction. One block is
+    one task's Hessian-vector product; several blocks are the tasks of a batch at a shared ``theta``,
+    where every product with ``theta``'s weights and every weight-gradient sum runs once over all rows
+    and only the products with each block's own direction run per block.
+
+    ``RZ``, ``RA`` and ``RD`` are scratch buffers of ``block_offsets[-1]`` rows. Costs about two
+    gradients.
     """
     n_layers = layer_sizes.shape[0] - 1
-    # Forward R-pass: RZ_l = A_{l-1} V_l + RA_{l-1} W_l + c_l, RA_l = f'(Z_l) RZ_l.
+    n_blocks = block_offsets.shape[0] - 1
+    n = block_offsets[n_blocks]
+    n_par = offsets[n_layers]
+    # Forward R-pass: RZ_l = A_{l-1} V_l + c_l (per block) + RA_{l-1} W_l (all rows),
+    # RA_l = f'(Z_l) RZ_l.
     for l in range(1, n_layers + 1):
         n_in = layer_sizes[l - 1]
         width = layer_sizes[l]
+        for b in range(n_blocks):
+            start = block_offsets[b]
+            rows = block_offsets[b + 1] - start
+            rz = _block_start(n, woffsets, l, start)
+            v_off = b * n_par + offsets[l - 1]
+            if l == 1:
+                gemm(False, False, rows, width, n_in, 1.0, X, (x0 + start) * n_in, n_in, V, v_off,
+                     width, 0.0, RZ, rz, width)
+            else:
+                gemm(False, False, rows, width, n_in, 1.0, A,
+                     _block_start(n_buf, woffsets, l - 1, r0 + start), n_in, V, v_off, width, 0.0,
+                     RZ, rz, width)
+            _add_bias(RZ, rz, rows, width, V, v_off + n_in * width)
         rz = _block_start(n, woffsets, l, 0)
-        if l == 1:
-            gemm(False, False, n, width, n_in, 1.0, X, x0 * n_in, n_in, v, offsets[0], width,
-                 0.0, RZ, rz, width)
-        else:
-            gemm(False, False, n, width, n_in, 1.0, A, _block_start(n_buf, woffsets, l - 1, r0),
-                 n_in, v, offsets[l - 1], width, 0.0, RZ, rz, width)
+        if l > 1:
             gemm(False, False, n, width, n_in, 1.0, RA, _block_start(n, woffsets, l - 1, 0), n_in,
                  theta, offsets[l - 1], width, 1.0, RZ, rz, width)
-        _add_bias(RZ, rz, n, width, v, offsets[l - 1] + n_in * width)
         if l < n_layers:
             z = _block_start(n_buf, woffsets, l, r0)
             size = n * width
             _times_derivative(activation, Z[z:z + size], A[z:z + size], RZ[rz:rz + size],
                               RA[rz:rz + size])
-    # Backward R-pass: RD_L = loss''(z_L) RZ_L, then down through the layers.
+    # Backward R-pass: RD_L = loss''(z_L) RZ_L per block (its own normalisation), then down.
     n_out = layer_sizes[n_layers]
-    out = _block_start(n, woffsets, n_layers, 0)
-    _output_hess_dot(Z, _block_start(n_buf, woffsets, n_layers, r0), n, n_out, y, y0, RZ, out,
-                     RD, out)
+    for b in range(n_blocks):
+        start = block_offsets[b]
+        out = _block_start(n, woffsets, n_layers, start)
+        _output_hess_dot(Z, _block_start(n_buf, woffsets, n_layers, r0 + start),
+                         block_offsets[b + 1] - start, n_out, y, x0 + start, RZ, out, RD, out)
     for l in range(n_layers, 0, -1):
         n_in = layer_sizes[l - 1]
         width = layer_sizes[l]
         rd = _block_start(n, woffsets, l, 0)
         dz = _block_start(n_buf, woffsets, l, r0)
-        # hW_l = A_{l-1}^T RD_l + RA_{l-1}^T DZ_l ; hb_l = sum of RD_l rows.
+        # hW_l = A_{l-1}^T RD_l + RA_{l-1}^T DZ_l and hb_l = sum of RD_l rows, over all blocks.
         if l == 1:
             gemm(True, False, n_in, width, n, 1.0, X, x0 * n_in, n_in, RD, rd, width, 0.0, hv,
                  offsets[0], width)
@@ -392,8 +412,12 @@ def _hvp_rows(theta, layer_sizes, offsets, woffsets, activation, X, x0, y, y0, Z
             below_buf = _block_start(n_buf, woffsets, l - 1, r0)
             gemm(False, True, n, n_in, width, 1.0, RD, rd, width, theta, offsets[l - 1], width,
                  0.0, RA, below, n_in)
-            gemm(False, True, n, n_in, width, 1.0, DZ, dz, width, v, offsets[l - 1], width,
-                 1.0, RA, below, n_in)
+            for b in range(n_blocks):
+                start = block_offsets[b]
+                gemm(False, True, block_offsets[b + 1] - start, n_in, width, 1.0, DZ,
+                     _block_start(n_buf, woffsets, l, r0 + start), width, V,
+                     b * n_par + offsets[l - 1], width, 1.0, RA,
+                     _block_start(n, woffsets, l - 1, start), n_in)
             size = n * n_in
             _times_derivative(activation, Z[below_buf:below_buf + size],
                               A[below_buf:below_buf + size], RA[below:below + size],
@@ -488,5 +512,6 @@ def hvp(theta, layer_sizes, activation, X, y, v, out):
     work = np.empty((7, size), dtype=theta.dtype)
     _loss_grad_rows(theta, layer_sizes, offsets, woffsets, activation, X, 0, y, 0, work[0],
                     work[1], work[2], work[3], n, 0, n)
-    _hvp_rows(theta, layer_sizes, offsets, woffsets, activation, X, 0, y, 0, work[0], work[1],
-              work[2], work[3], n, 0, n, v, work[4], work[5], work[6], out)
+    _hvp_blocks(theta, layer_sizes, offsets, woffsets, activation, X, 0, y, n, 0,
+                np.array([0, n], dtype=np.int64), work[0], work[1], work[2], work[3], v, work[4],
+                work[5], work[6], out)
