@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ._kernels._config import ACTIVATION_CODES
 from ._kernels._maml import inner_adapt, meta_batch_grad
@@ -151,11 +151,15 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             task_set, first_X = tasks_from_list(X, self._target_dtype())
             validate_data(self, first_X, reset=True, skip_check_array=True)
             self.n_features_in_ = task_set.X.shape[1]
+            self._check_task_feature_names(X, task_set.names)
             return task_set
+        # Two rows at least: even one task needs a support row and a query row.
         X, y = validate_data(self, X, y, reset=True, dtype=[np.float64, np.float32],
-                             multi_output=True, y_numeric=self._target_dtype() == "numeric")
+                             multi_output=True, y_numeric=self._target_dtype() == "numeric",
+                             ensure_min_samples=2)
         if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
+            # As MLPRegressor: a column vector is taken as 1-D, with a DataConversionWarning.
+            y = column_or_1d(y, warn=True)
         if groups is None:
             warnings.warn(
                 f"{type(self).__name__}.fit got X and y without groups, so all rows are treated "
@@ -166,6 +170,23 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 stacklevel=4,
             )
         return tasks_from_groups(X, y, groups)
+
+    def _check_task_feature_names(self, tasks, names):
+        """Every task's X must have the first task's columns, as ``predict``'s X must.
+
+        The tasks are concatenated as arrays, so a data frame with its columns in another order
+        would otherwise be trained on silently misaligned features.
+        """
+        for name, task in zip(names, tasks):
+            parts = ([("X", task[0])] if len(task) == 2 else
+                     [("X_support", task[0]), ("X_query", task[2])])
+            for what, X_part in parts:
+                if X_part is tasks[0][0]:
+                    continue
+                try:
+                    validate_data(self, X_part, reset=False, skip_check_array=True)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {what}: {exc}") from exc
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, groups=None):

@@ -248,4 +248,6 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         -------
         y : ndarray of shape (n_samples,)
         """
-        return self.classes_[self._raw_output(X).argmax(axis=1)]
+        # The forward pass first: it checks the model is fitted before classes_ is read.
+        codes = self._raw_output(X).argmax(axis=1)
+        return self.classes_[codes]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.utils import check_array
-from sklearn.utils.validation import _num_samples
+from sklearn.utils.validation import _num_samples, column_or_1d
 
 
 @dataclass
@@ -118,7 +118,8 @@ def tasks_from_list(tasks, y_dtype):
             X_i = _check_task_part(task[j], what[0], name, True, [np.float64, np.float32])
             y_i = _check_task_part(task[j + 1], what[1], name, False, y_dtype)
             if y_i.ndim == 2 and y_i.shape[1] == 1:
-                y_i = y_i[:, 0]
+                # As fit(X, y, groups): a column vector is 1-D, with a DataConversionWarning.
+                y_i = column_or_1d(y_i, warn=True)
             if _num_samples(X_i) != _num_samples(y_i):
                 raise ValueError(
                     f"{name}: {what[0]} has {X_i.shape[0]} rows but {what[1]} has "
