@@ -20,9 +20,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ._kernels._config import ACTIVATION_CODES
-from ._kernels._maml import inner_adapt, meta_batch_grad
+from ._kernels._maml import inner_adapt
 from ._kernels._mlp import forward
 from ._optim import make_optimizer
+from ._parallel import MetaGradient
 from ._params import check_shapes, init_theta, layer_sizes_array, pack, unpack
 from ._tasks import tasks_from_groups, tasks_from_list
 
@@ -50,6 +51,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
         "verbose": ["verbose"],
     }
 
@@ -62,7 +64,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     def __init__(self, hidden_layer_sizes, activation, *, inner_lr, n_inner_steps, meta_lr,
                  meta_optimizer, first_order, meta_batch_size, n_support, n_query, max_iter, tol,
                  n_iter_no_change, early_stopping, validation_fraction, warm_start, random_state,
-                 verbose):
+                 n_jobs, verbose):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.inner_lr = inner_lr
@@ -80,6 +82,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         self.validation_fraction = validation_fraction
         self.warm_start = warm_start
         self.random_state = random_state
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     # ---------------------------------------------------------------------------------------------
@@ -164,8 +167,9 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             warnings.warn(
                 f"{type(self).__name__}.fit got X and y without groups, so all rows are treated "
                 "as ONE task. Pass the task of each row: fit(X, y, groups=task_ids). In "
-                "GridSearchCV, cross_validate or a Pipeline, first call "
-                "sklearn.set_config(enable_metadata_routing=True) so that groups reach fit.",
+                "GridSearchCV or a Pipeline, first call "
+                "sklearn.set_config(enable_metadata_routing=True) so that groups reach fit "
+                "(cross_validate then takes them as params={'groups': task_ids}).",
                 UserWarning,
                 stacklevel=4,
             )
@@ -276,9 +280,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             batch_size = n_train
         grad = np.empty_like(theta)
         task_losses = np.empty(batch_size, dtype=dtype)
-        alpha = float(self.inner_lr)
-        n_steps = int(self.n_inner_steps)
-        first_order = bool(self.first_order)
+        meta_gradient = MetaGradient(layer_sizes, activation, self.inner_lr, self.n_inner_steps,
+                                     self.first_order, self.n_jobs)
         X_train, offsets, fixed = train.X, train.offsets, train.fixed_support
         n_support = int(self.n_support)
         sample_episodes = self._episode_sampler(y_train)
@@ -290,47 +293,47 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         last_print = time.monotonic()
         converged = False
         iterations_left = self.max_iter
-        try:
-            while iterations_left > 0:
-                if position >= n_train:
-                    if epoch_losses:
-                        if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes,
-                                              activation):
-                            best_theta = theta.copy()
-                        if self.verbose and (time.monotonic() - last_print > 1.0):
-                            last_print = time.monotonic()
-                            self._print_progress(epoch_losses)
-                        epoch_losses = []
-                        if self._no_improvement_count > self.n_iter_no_change:
-                            converged = True
-                            break
-                    order = rng.permutation(n_train)
-                    seeds = rng.randint(0, _SEED_HIGH, size=n_train, dtype=np.int64)
-                    position = 0
-                batch = order[position:position + batch_size]
-                batch_seeds = seeds[position:position + batch_size]
-                position += batch_size
-                Xs, ys, s_off, Xq, yq, q_off = sample_episodes(
-                    X_train, y_train, offsets, fixed, batch, batch_seeds, n_support, n_query)
-                loss = meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_off, Xq, yq,
-                                       q_off, alpha, n_steps, first_order, grad,
-                                       task_losses[:batch.shape[0]])
-                if not (math.isfinite(loss) and np.isfinite(grad).all()):
-                    self._set_theta(theta, layer_sizes)
-                    raise ValueError(
-                        f"Meta-training diverged at meta-iteration {self.n_iter_ + 1}: the query "
-                        "loss after adaptation or its gradient is not finite. The parameters "
-                        "from before this iteration are kept in coefs_/intercepts_. Lower "
-                        f"inner_lr (now {self.inner_lr}) or meta_lr (now {self.meta_lr}), or "
-                        "standardise X and y (e.g. a StandardScaler in a Pipeline)."
-                    )
-                optimizer.update(theta, grad)
-                loss_curve.append(loss)
-                epoch_losses.append(loss)
-                self.n_iter_ += 1
-                iterations_left -= 1
-        except KeyboardInterrupt:
-            warnings.warn("Meta-training interrupted by user.")
+        with meta_gradient:  # owns the thread pool; BLAS single-threaded inside
+            try:
+                while iterations_left > 0:
+                    if position >= n_train:
+                        if epoch_losses:
+                            if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes,
+                                                  activation):
+                                best_theta = theta.copy()
+                            if self.verbose and (time.monotonic() - last_print > 1.0):
+                                last_print = time.monotonic()
+                                self._print_progress(epoch_losses)
+                            epoch_losses = []
+                            if self._no_improvement_count > self.n_iter_no_change:
+                                converged = True
+                                break
+                        order = rng.permutation(n_train)
+                        seeds = rng.randint(0, _SEED_HIGH, size=n_train, dtype=np.int64)
+                        position = 0
+                    batch = order[position:position + batch_size]
+                    batch_seeds = seeds[position:position + batch_size]
+                    position += batch_size
+                    Xs, ys, s_off, Xq, yq, q_off = sample_episodes(
+                        X_train, y_train, offsets, fixed, batch, batch_seeds, n_support, n_query)
+                    loss = meta_gradient(theta, Xs, ys, s_off, Xq, yq, q_off, grad,
+                                         task_losses[:batch.shape[0]])
+                    if not (math.isfinite(loss) and np.isfinite(grad).all()):
+                        self._set_theta(theta, layer_sizes)
+                        raise ValueError(
+                            f"Meta-training diverged at meta-iteration {self.n_iter_ + 1}: the "
+                            "query loss after adaptation or its gradient is not finite. The "
+                            "parameters from before this iteration are kept in coefs_/intercepts_."
+                            f" Lower inner_lr (now {self.inner_lr}) or meta_lr (now "
+                            f"{self.meta_lr}), or standardise X and y (e.g. a StandardScaler in a "
+                            "Pipeline).")
+                    optimizer.update(theta, grad)
+                    loss_curve.append(loss)
+                    epoch_losses.append(loss)
+                    self.n_iter_ += 1
+                    iterations_left -= 1
+            except KeyboardInterrupt:
+                warnings.warn("Meta-training interrupted by user.")
         if epoch_losses and not converged:
             if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes, activation):
                 best_theta = theta.copy()

@@ -35,7 +35,7 @@ class MAMLClassifier(ClassifierMixin, BaseMAML):
     ----------
     hidden_layer_sizes, activation, inner_lr, n_inner_steps, meta_lr, meta_optimizer, \
 first_order, meta_batch_size, max_iter, tol, n_iter_no_change, early_stopping, \
-validation_fraction, warm_start, random_state, verbose
+validation_fraction, warm_start, random_state, n_jobs, verbose
         As in :class:`MAMLRegressor` (α = ``inner_lr``, β = ``meta_lr``, N = ``n_inner_steps``).
     n_support : int, default=5
         K, support rows **per class** of each task and visit.
@@ -80,14 +80,15 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
                  n_inner_steps=1, meta_lr=0.001, meta_optimizer="adam", first_order=False,
                  meta_batch_size=25, n_support=5, n_query=None, task_labels="shared",
                  max_iter=1000, tol=1e-4, n_iter_no_change=10, early_stopping=False,
-                 validation_fraction=0.1, warm_start=False, random_state=None, verbose=0):
+                 validation_fraction=0.1, warm_start=False, random_state=None, n_jobs=None,
+                 verbose=0):
         super().__init__(
             hidden_layer_sizes, activation, inner_lr=inner_lr, n_inner_steps=n_inner_steps,
             meta_lr=meta_lr, meta_optimizer=meta_optimizer, first_order=first_order,
             meta_batch_size=meta_batch_size, n_support=n_support, n_query=n_query,
             max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
-            warm_start=warm_start, random_state=random_state, verbose=verbose)
+            warm_start=warm_start, random_state=random_state, n_jobs=n_jobs, verbose=verbose)
         self.task_labels = task_labels
 
     # The mixin's score (plain R² / accuracy on all rows) would shadow the few-shot score.

@@ -63,6 +63,11 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         Continue from the current ``coefs_``/``intercepts_`` (also ones set by hand).
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, task order and every support/query draw.
+    n_jobs : int, default=None
+        Threads for the meta-gradient of each meta-batch. A meta-batch is cut into chunks of
+        tasks by its estimated work (independently of ``n_jobs``), so the model is bit-identical
+        for any ``n_jobs``; a batch too small to gain from threads is one chunk and runs directly.
+        ``None`` means 1, ``-1`` all cores. BLAS stays single-threaded during ``fit``.
     verbose : int, default=0
         Print progress (at most about once a second).
 
@@ -109,14 +114,14 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
                  n_inner_steps=1, meta_lr=0.001, meta_optimizer="adam", first_order=False,
                  meta_batch_size=25, n_support=10, n_query=None, max_iter=1000, tol=1e-4,
                  n_iter_no_change=10, early_stopping=False, validation_fraction=0.1,
-                 warm_start=False, random_state=None, verbose=0):
+                 warm_start=False, random_state=None, n_jobs=None, verbose=0):
         super().__init__(
             hidden_layer_sizes, activation, inner_lr=inner_lr, n_inner_steps=n_inner_steps,
             meta_lr=meta_lr, meta_optimizer=meta_optimizer, first_order=first_order,
             meta_batch_size=meta_batch_size, n_support=n_support, n_query=n_query,
             max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
-            warm_start=warm_start, random_state=random_state, verbose=verbose)
+            warm_start=warm_start, random_state=random_state, n_jobs=n_jobs, verbose=verbose)
 
     # The mixin's score (plain R² / accuracy on all rows) would shadow the few-shot score.
     score = BaseMAML.score

@@ -1,0 +1,136 @@
+"""Parallel meta-gradients inside one fit: fixed chunks of the meta-batch on threads.
+
+A meta-batch is cut into chunks of tasks by an estimate of their work (floating-point operations from
+the layer sizes, rows and N), never by ``n_jobs``: ``n_jobs=1`` runs the same chunks one after the
+other, and chunk results are combined in chunk order, so the model is bit-identical whatever
+``n_jobs``. A batch whose work is below :data:`MIN_CHUNK_FLOPS` is one chunk and runs with a direct
+kernel call, with no thread dispatch at all.
+
+Threads come from a standard-library pool created once per fit. joblib's ``Parallel`` waits for
+results by polling every 10 ms (``time.sleep(0.01)`` in its retrieval loop; measured ~10 ms per call
+for two trivial tasks against ~40 µs here), longer than a whole meta-iteration of a small network.
+Across fits (GridSearchCV, cross_validate), joblib and any of its backends, Dask included, are used as
+usual; the within-fit threads stay on the worker that runs the fit.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from joblib import cpu_count
+from threadpoolctl import threadpool_limits
+
+from ._kernels._maml import meta_batch_grad
+
+# Below this much estimated work per chunk, a thread hand-off (~40 µs round trip) and the smaller
+# step-0 products of a split batch cost more than a second core saves. 20 MFLOP is about 0.5 ms of
+# kernel time at the ~40 GFLOP/s the kernels reach on small layers (benchmarks/bench_parallel.py
+# measures the resulting speed-ups).
+MIN_CHUNK_FLOPS = 20e6
+# At most this many chunks: enough to balance two to eight threads without making the products small.
+MAX_CHUNKS = 16
+
+
+def resolve_n_jobs(n_jobs):
+    """Threads for ``n_jobs`` (joblib's convention: None -> 1, -1 -> all cores, -2 -> all but one)."""
+    if n_jobs is None:
+        return 1
+    if n_jobs < 0:
+        return max(1, cpu_count() + 1 + n_jobs)
+    return int(n_jobs)
+
+
+def flops_per_row(layer_sizes, n_inner_steps, first_order):
+    """Estimated floating-point operations per (support row, query row) of one task.
+
+    Counts the matrix products only (2 per multiply-add): a forward pass is one product per layer, a
+    gradient two (one for the first layer), a Hessian-vector product six (three for the first layer).
+    """
+    macs = layer_sizes[:-1].astype(np.float64) * layer_sizes[1:]
+    forward = macs.sum()
+    gradient = 2 * macs.sum() - macs[0]
+    hvp = 6 * macs.sum() - 3 * macs[0]
+    support = n_inner_steps * (forward + gradient)
+    if not first_order:
+        support += n_inner_steps * hvp
+    return 2 * support, 2 * (forward + gradient)
+
+
+def chunk_bounds(s_offsets, q_offsets, support_flops, query_flops):
+    """Task boundaries of the chunks, balancing estimated work; depends on the batch only."""
+    work = (support_flops * np.diff(s_offsets) + query_flops * np.diff(q_offsets))
+    total = work.sum()
+    n_tasks = work.shape[0]
+    n_chunks = int(min(MAX_CHUNKS, n_tasks, total // MIN_CHUNK_FLOPS))
+    if n_chunks <= 1:
+        return np.array([0, n_tasks])
+    cumulative = np.cumsum(work)
+    cuts = np.searchsorted(cumulative, total * np.arange(1, n_chunks) / n_chunks, side="right")
+    return np.unique(np.concatenate([[0], cuts, [n_tasks]]))
+
+
+class MetaGradient:
+    """The mean meta-gradient of a meta-batch, computed in fixed chunks, serially or on threads.
+
+    Use as a context manager around the meta-training loop: it owns the thread pool and keeps BLAS
+    single-threaded inside (the previous limits are restored on exit), so threads never multiply
+    with BLAS threads and results do not depend on the BLAS thread count.
+    """
+
+    def __init__(self, layer_sizes, activation, inner_lr, n_inner_steps, first_order, n_jobs):
+        self.layer_sizes = layer_sizes
+        self.activation = activation
+        self.inner_lr = float(inner_lr)
+        self.n_inner_steps = int(n_inner_steps)
+        self.first_order = bool(first_order)
+        self.n_threads = resolve_n_jobs(n_jobs)
+        self.support_flops, self.query_flops = flops_per_row(layer_sizes, n_inner_steps,
+                                                             first_order)
+        self._pool = None
+        self._limits = None
+
+    def __enter__(self):
+        self._limits = threadpool_limits(limits=1, user_api="blas")
+        if self.n_threads > 1:
+            self._pool = ThreadPoolExecutor(max_workers=self.n_threads,
+                                            thread_name_prefix="skmaml")
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._limits.restore_original_limits()
+        return False
+
+    def _chunk(self, theta, Xs, ys, s_offsets, Xq, yq, q_offsets, t0, t1, grad, task_losses):
+        s0, s1 = s_offsets[t0], s_offsets[t1]
+        q0, q1 = q_offsets[t0], q_offsets[t1]
+        return meta_batch_grad(theta, self.layer_sizes, self.activation, Xs[s0:s1], ys[s0:s1],
+                               s_offsets[t0:t1 + 1] - s0, Xq[q0:q1], yq[q0:q1],
+                               q_offsets[t0:t1 + 1] - q0, self.inner_lr, self.n_inner_steps,
+                               self.first_order, grad, task_losses[t0:t1])
+
+    def __call__(self, theta, Xs, ys, s_offsets, Xq, yq, q_offsets, grad_out, task_losses):
+        """Mean query loss; writes the mean meta-gradient into ``grad_out``."""
+        bounds = chunk_bounds(s_offsets, q_offsets, self.support_flops, self.query_flops)
+        n_tasks = s_offsets.shape[0] - 1
+        if bounds.shape[0] == 2:
+            return meta_batch_grad(theta, self.layer_sizes, self.activation, Xs, ys, s_offsets,
+                                   Xq, yq, q_offsets, self.inner_lr, self.n_inner_steps,
+                                   self.first_order, grad_out, task_losses)
+        n_chunks = bounds.shape[0] - 1
+        grads = np.empty((n_chunks, theta.shape[0]), dtype=theta.dtype)
+        args = [(theta, Xs, ys, s_offsets, Xq, yq, q_offsets, bounds[c], bounds[c + 1], grads[c],
+                 task_losses) for c in range(n_chunks)]
+        if self._pool is None:
+            for a in args:
+                self._chunk(*a)
+        else:
+            for future in [self._pool.submit(self._chunk, *a) for a in args]:
+                future.result()
+        # Chunk means back to the batch mean, in chunk order: the same bits for any n_jobs.
+        weights = (np.diff(bounds) / n_tasks).astype(theta.dtype)
+        np.multiply(grads[0], weights[0], out=grad_out)
+        for c in range(1, n_chunks):
+            grad_out += weights[c] * grads[c]
+        return float(np.mean(task_losses[:n_tasks], dtype=np.float64))
