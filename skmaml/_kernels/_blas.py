@@ -7,8 +7,9 @@ same C helper numba's ``np.dot`` uses (``numba_xxgemm``, SciPy's BLAS) with expl
 dimensions and ``alpha``/``beta``. The symbol is resolved by name, so callers stay cacheable.
 """
 
+import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import config, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
@@ -92,3 +93,25 @@ def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C
     # C^T = op(B)^T op(A)^T runs as one column-major gemm with the operands swapped.
     _gemm_colmajor(_TRANS if trans_b else _NO_TRANS, _TRANS if trans_a else _NO_TRANS,
                    n, m, k, alpha, B, b_off, ldb, A, a_off, lda, beta, C, c_off, ldc)
+
+
+if config.DISABLE_JIT:
+    # With NUMBA_DISABLE_JIT=1 (coverage runs of the kernel bodies) the intrinsic above cannot run;
+    # the same product through NumPy on strided views keeps every kernel executable as Python.
+    def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C, c_off,
+             ldc):  # noqa: D103 - same contract as the compiled gemm
+        if m == 0 or n == 0:
+            return
+
+        def block(array, offset, rows, cols, ld):
+            flat = array.reshape(-1)
+            return np.lib.stride_tricks.as_strided(
+                flat[offset:], shape=(rows, cols),
+                strides=(ld * flat.itemsize, flat.itemsize), writeable=True)
+
+        op_a = block(A, a_off, k, m, lda).T if trans_a else block(A, a_off, m, k, lda)
+        op_b = block(B, b_off, n, k, ldb).T if trans_b else block(B, b_off, k, n, ldb)
+        out = block(C, c_off, m, n, ldc)
+        product = alpha * (op_a @ op_b) if k else np.zeros((m, n), dtype=C.dtype)
+        # BLAS semantics: beta == 0 overwrites C without reading it (NaN in C must not leak).
+        out[...] = product if beta == 0 else product + beta * out

@@ -176,15 +176,74 @@ def _ones(like, n):
 # --------------------------------------------------------------------------------------------------
 
 
+def _squared_error_grad(Z, z_off, n, m, y, y0, D, d_off):
+    scale = 1.0 / (n * m)
+    loss = 0.0
+    for i in range(n):
+        for j in range(m):
+            r = Z[z_off + i * m + j] - y[y0 + i, j]
+            loss += r * r
+            D[d_off + i * m + j] = 2.0 * scale * r
+    return loss * scale
+
+
+def _softmax_cross_entropy_grad(Z, z_off, n, m, y, y0, D, d_off):
+    loss = 0.0
+    for i in range(n):
+        row = z_off + i * m
+        top = Z[row]
+        for j in range(1, m):
+            top = max(top, Z[row + j])
+        total = 0.0
+        for j in range(m):
+            total += np.exp(Z[row + j] - top)
+        log_total = np.log(total)
+        label = y[y0 + i]
+        loss += top + log_total - Z[row + label]
+        for j in range(m):
+            D[d_off + i * m + j] = np.exp(Z[row + j] - top - log_total) / n
+        D[d_off + i * m + label] -= 1.0 / n
+    return loss / n
+
+
+def _squared_error_hess_dot(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
+    scale = 2.0 / (n * m)
+    for i in range(n * m):
+        out[o_off + i] = scale * R[r_off + i]
+
+
+def _softmax_cross_entropy_hess_dot(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
+    # Hessian of log-sum-exp, row by row: (diag(p) - p p^T) / n.
+    for i in range(n):
+        row = z_off + i * m
+        top = Z[row]
+        for j in range(1, m):
+            top = max(top, Z[row + j])
+        total = 0.0
+        for j in range(m):
+            total += np.exp(Z[row + j] - top)
+        p_dot_r = 0.0
+        for j in range(m):
+            p = np.exp(Z[row + j] - top) / total
+            out[o_off + i * m + j] = p
+            p_dot_r += p * R[r_off + i * m + j]
+        for j in range(m):
+            k = o_off + i * m + j
+            out[k] = out[k] * (R[r_off + i * m + j] - p_dot_r) / n
+
+
 def _output_grad(Z, z_off, n, m, y, y0, D, d_off):
     """Loss of the ``(n, m)`` output block at ``Z[z_off]`` against rows ``y0:y0+n`` of ``y``;
-    writes ``dLoss/dout`` into ``D[d_off]``. Jit-only (see the overloads below)."""
-    raise NotImplementedError
+    writes ``dLoss/dout`` into ``D[d_off]``. In compiled code the overload below picks the loss
+    from ``y``'s type at compile time; this body does the same when the JIT is disabled."""
+    impl = _softmax_cross_entropy_grad if y.ndim == 1 else _squared_error_grad
+    return impl(Z, z_off, n, m, y, y0, D, d_off)
 
 
 def _output_hess_dot(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
-    """Writes ``d2Loss/dout2 @ R`` (row by row) into ``out[o_off]``. Jit-only."""
-    raise NotImplementedError
+    """Writes ``d2Loss/dout2 @ R`` (row by row) into ``out[o_off]``; dispatch as ``_output_grad``."""
+    impl = _softmax_cross_entropy_hess_dot if y.ndim == 1 else _squared_error_hess_dot
+    impl(Z, z_off, n, m, y, y0, R, r_off, out, o_off)
 
 
 def _is_class_labels(y):
@@ -198,74 +257,18 @@ def _is_real_targets(y):
 @overload(_output_grad, jit_options=JIT_OPTIONS)
 def _output_grad_impl(Z, z_off, n, m, y, y0, D, d_off):
     if _is_real_targets(y):
-
-        def squared_error(Z, z_off, n, m, y, y0, D, d_off):
-            scale = 1.0 / (n * m)
-            loss = 0.0
-            for i in range(n):
-                for j in range(m):
-                    r = Z[z_off + i * m + j] - y[y0 + i, j]
-                    loss += r * r
-                    D[d_off + i * m + j] = 2.0 * scale * r
-            return loss * scale
-
-        return squared_error
+        return _squared_error_grad
     if _is_class_labels(y):
-
-        def softmax_cross_entropy(Z, z_off, n, m, y, y0, D, d_off):
-            loss = 0.0
-            for i in range(n):
-                row = z_off + i * m
-                top = Z[row]
-                for j in range(1, m):
-                    top = max(top, Z[row + j])
-                total = 0.0
-                for j in range(m):
-                    total += np.exp(Z[row + j] - top)
-                log_total = np.log(total)
-                label = y[y0 + i]
-                loss += top + log_total - Z[row + label]
-                for j in range(m):
-                    D[d_off + i * m + j] = np.exp(Z[row + j] - top - log_total) / n
-                D[d_off + i * m + label] -= 1.0 / n
-            return loss / n
-
-        return softmax_cross_entropy
+        return _softmax_cross_entropy_grad
     return None
 
 
 @overload(_output_hess_dot, jit_options=JIT_OPTIONS)
 def _output_hess_dot_impl(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
     if _is_real_targets(y):
-
-        def squared_error(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
-            scale = 2.0 / (n * m)
-            for i in range(n * m):
-                out[o_off + i] = scale * R[r_off + i]
-
-        return squared_error
+        return _squared_error_hess_dot
     if _is_class_labels(y):
-
-        def softmax_cross_entropy(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
-            # Hessian of log-sum-exp, row by row: (diag(p) - p p^T) / n.
-            for i in range(n):
-                row = z_off + i * m
-                top = Z[row]
-                for j in range(1, m):
-                    top = max(top, Z[row + j])
-                total = 0.0
-                for j in range(m):
-                    total += np.exp(Z[row + j] - top)
-                p_dot_r = 0.0
-                for j in range(m):
-                    p = np.exp(Z[row + j] - top) / total
-                    out[o_off + i * m + j] = p
-                    p_dot_r += p * R[r_off + i * m + j]
-                for j in range(m):
-                    k = o_off + i * m + j
-                    out[k] = out[k] * (R[r_off + i * m + j] - p_dot_r) / n
-
-        return softmax_cross_entropy
+        return _softmax_cross_entropy_hess_dot
     return None
 
 
