@@ -1,47 +1,145 @@
-"""Task generators for few-shot experiments."""
+"""Task generators and task builders for few-shot experiments.
+
+Two kinds of functions live here.
+
+Generators draw synthetic task families, each task being one function drawn from a distribution
+``p(T)`` and a few rows sampled from it:
+
+- :func:`make_sinusoid_tasks`: ``y = A sin(x - phi)``, the MAML paper's regression benchmark;
+- :func:`make_linear_tasks`: ``y = x @ w + b`` with random slopes and intercept;
+- :func:`make_polynomial_tasks`: ``y = c_0 + c_1 x + ... + c_d x^d`` with random coefficients;
+- :func:`make_multimodal_tasks`: a mix of sinusoid and linear tasks (a multimodal ``p(T)``).
+
+Builders turn a user's labelled dataset into tasks:
+
+- :func:`tasks_from_groups`: one task per value of a grouping column (site, patient, product...);
+- :func:`split_classes` and :func:`make_episodes`: N-way K-shot classification episodes over a set
+  of classes, e.g. meta-train classes and held-out classes.
+
+Every function returns the list-of-tasks form that ``fit(tasks)`` takes, or with ``flat=True`` the
+flat ``X, y, groups`` form of ``fit(X, y, groups=groups)``. Task ``i`` of the list is group ``i`` of
+the flat form (for :func:`tasks_from_groups`, the i-th group label in sorted order), with rows in
+the same order, so both forms give the same model. Randomness follows scikit-learn:
+``random_state`` is an int, a ``numpy.random.RandomState`` or None (see
+:func:`sklearn.utils.check_random_state`).
+"""
+
+from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils import check_random_state
+from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils._param_validation import Interval, validate_params
+from sklearn.utils.validation import _num_samples, check_consistent_length
+
+__all__ = [
+    "make_sinusoid_tasks",
+    "make_linear_tasks",
+    "make_polynomial_tasks",
+    "make_multimodal_tasks",
+    "tasks_from_groups",
+    "split_classes",
+    "make_episodes",
+]
+
+# The modes of make_multimodal_tasks, in the order of its ``weights``.
+_MODES = ("sinusoid", "linear")
+
+_COMMON_CONSTRAINTS = {
+    "n_tasks": [Interval(Integral, 1, None, closed="left")],
+    "n_samples": [Interval(Integral, 1, None, closed="left")],
+    "x_range": ["array-like"],
+    "noise": [Interval(Real, 0, None, closed="left")],
+    "flat": ["boolean"],
+    "return_params": ["boolean"],
+    "random_state": ["random_state"],
+}
 
 
-def _as_output(tasks, flat):
-    if not flat:
-        return tasks
-    X = np.concatenate([t[0] for t in tasks])
-    y = np.concatenate([t[1] for t in tasks])
-    groups = np.repeat(np.arange(len(tasks)), [t[0].shape[0] for t in tasks])
-    return X, y, groups
+def _check_range(value, name):
+    """``(low, high)`` as two finite floats with ``low <= high``."""
+    bounds = np.asarray(value, dtype=np.float64)
+    if bounds.shape != (2,) or not np.isfinite(bounds).all() or bounds[0] > bounds[1]:
+        raise ValueError(f"{name} must be a pair (low, high) of finite numbers with low <= high; "
+                         f"got {value!r}.")
+    return float(bounds[0]), float(bounds[1])
 
 
+def _flatten(tasks):
+    """A list of ``(X, y)`` tasks as ``X, y, groups`` (group ``i`` = task ``i``, rows in order)."""
+    groups = np.repeat(np.arange(len(tasks)), [X.shape[0] for X, _ in tasks])
+    return (np.concatenate([X for X, _ in tasks]), np.concatenate([y for _, y in tasks]),
+            groups)
+
+
+def _output(tasks, flat, *extras):
+    """``tasks`` (or ``X, y, groups`` if ``flat``), then ``extras``: what generators return."""
+    main = _flatten(tasks) if flat else (tasks,)
+    out = (*main, *extras)
+    return out[0] if len(out) == 1 else out
+
+
+def _add_noise(y, noise, rng):
+    if noise:
+        y = y + rng.normal(scale=noise, size=y.shape[0])
+    return y
+
+
+# -------------------------------------------------------------------------------------------------
+# Synthetic task families
+# -------------------------------------------------------------------------------------------------
+
+
+@validate_params(
+    {**_COMMON_CONSTRAINTS, "amplitude_range": ["array-like"], "phase_range": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
 def make_sinusoid_tasks(n_tasks=1000, n_samples=20, *, amplitude_range=(0.1, 5.0),
                         phase_range=(0.0, np.pi), x_range=(-5.0, 5.0), noise=0.0, flat=False,
                         return_params=False, random_state=None):
     """Sinusoid regression tasks of the MAML paper: ``y = A sin(x - phi)``.
 
     Each task draws an amplitude ``A ~ U[amplitude_range]`` and a phase ``phi ~ U[phase_range]``,
-    then ``n_samples`` inputs ``x ~ U[x_range]`` (Finn et al. 2017, section 5.1).
+    then ``n_samples`` inputs ``x ~ U[x_range]`` (Finn et al. 2017, section 5.1: ``A ~ U[0.1, 5]``,
+    ``phi ~ U[0, pi]``, ``x ~ U[-5, 5]``, the defaults).
 
     Parameters
     ----------
     n_tasks : int, default=1000
+        Number of tasks.
     n_samples : int, default=20
         Rows per task.
-    amplitude_range, phase_range, x_range : tuple of two floats
-        Bounds of the uniform distributions.
+    amplitude_range : tuple of two floats, default=(0.1, 5.0)
+        Bounds of the uniform distribution of the amplitude ``A``.
+    phase_range : tuple of two floats, default=(0.0, pi)
+        Bounds of the uniform distribution of the phase ``phi``.
+    x_range : tuple of two floats, default=(-5.0, 5.0)
+        Bounds of the uniform distribution of the inputs.
     noise : float, default=0.0
         Standard deviation of Gaussian noise added to ``y``.
     flat : bool, default=False
-        Return ``(X, y, groups)`` instead of a list of tasks.
+        Return ``X, y, groups`` (all rows, and the task index of each row) instead of a list of
+        tasks.
     return_params : bool, default=False
-        Also return an array of shape (n_tasks, 2) with each task's amplitude and phase.
+        Also return each task's amplitude and phase.
     random_state : int, RandomState instance or None, default=None
+        Seeds the draws. Pass an int for reproducible output.
 
     Returns
     -------
-    tasks : list of (X, y) with X of shape (n_samples, 1) and y of shape (n_samples,)
-        Or ``(X, y, groups)`` with ``flat=True``.
+    tasks : list of (X, y)
+        ``X`` of shape (n_samples, 1), ``y`` of shape (n_samples,). Without ``flat``.
+    X : ndarray of shape (n_tasks * n_samples, 1)
+        With ``flat=True``, in place of ``tasks``.
+    y : ndarray of shape (n_tasks * n_samples,)
+        With ``flat=True``.
+    groups : ndarray of shape (n_tasks * n_samples,)
+        With ``flat=True``: the task index ``0 .. n_tasks - 1`` of each row.
     params : ndarray of shape (n_tasks, 2)
-        Only with ``return_params=True``.
+        With ``return_params=True``: columns amplitude ``A`` and phase ``phi``.
+
+    See Also
+    --------
+    make_multimodal_tasks : Sinusoid and linear tasks mixed.
 
     Examples
     --------
@@ -49,19 +147,636 @@ def make_sinusoid_tasks(n_tasks=1000, n_samples=20, *, amplitude_range=(0.1, 5.0
     >>> tasks = make_sinusoid_tasks(n_tasks=3, n_samples=5, random_state=0)
     >>> len(tasks), tasks[0][0].shape, tasks[0][1].shape
     (3, (5, 1), (5,))
+    >>> X, y, groups = make_sinusoid_tasks(n_tasks=3, n_samples=5, flat=True, random_state=0)
+    >>> X.shape, groups.tolist()
+    ((15, 1), [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2])
+    >>> tasks, params = make_sinusoid_tasks(n_tasks=3, return_params=True, random_state=0)
+    >>> params.shape
+    (3, 2)
     """
+    amplitude_range = _check_range(amplitude_range, "amplitude_range")
+    phase_range = _check_range(phase_range, "phase_range")
+    x_range = _check_range(x_range, "x_range")
     rng = check_random_state(random_state)
     tasks, params = [], []
+    # Draws per task in the order amplitude, phase, x, noise: a fixed seed gives the same tasks
+    # whatever n_tasks is (the first tasks of a longer run are the tasks of a shorter one).
     for _ in range(n_tasks):
         amplitude = rng.uniform(*amplitude_range)
         phase = rng.uniform(*phase_range)
         x = rng.uniform(*x_range, size=(n_samples, 1))
-        y = amplitude * np.sin(x[:, 0] - phase)
-        if noise:
-            y = y + rng.normal(scale=noise, size=n_samples)
+        y = _add_noise(amplitude * np.sin(x[:, 0] - phase), noise, rng)
         tasks.append((x, y))
         params.append((amplitude, phase))
-    out = _as_output(tasks, flat)
-    if return_params:
-        return out, np.asarray(params)
-    return out
+    extras = (np.asarray(params, dtype=np.float64),) if return_params else ()
+    return _output(tasks, flat, *extras)
+
+
+@validate_params(
+    {**_COMMON_CONSTRAINTS, "n_features": [Interval(Integral, 1, None, closed="left")],
+     "slope_range": ["array-like"], "intercept_range": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
+def make_linear_tasks(n_tasks=1000, n_samples=20, *, n_features=1, slope_range=(-3.0, 3.0),
+                      intercept_range=(-3.0, 3.0), x_range=(-5.0, 5.0), noise=0.0, flat=False,
+                      return_params=False, random_state=None):
+    """Linear regression tasks ``y = X @ w + b`` with random slopes ``w`` and intercept ``b``.
+
+    Each task draws every slope ``w_j ~ U[slope_range]`` and the intercept
+    ``b ~ U[intercept_range]``, then ``n_samples`` rows with every feature ``~ U[x_range]``. With
+    one feature and the default ranges these are the line tasks of the multimodal regression
+    benchmarks (Finn, Xu & Levine 2018; Vuorio et al. 2019).
+
+    Parameters
+    ----------
+    n_tasks : int, default=1000
+        Number of tasks.
+    n_samples : int, default=20
+        Rows per task.
+    n_features : int, default=1
+        Number of input features.
+    slope_range : tuple of two floats, default=(-3.0, 3.0)
+        Bounds of the uniform distribution of each slope.
+    intercept_range : tuple of two floats, default=(-3.0, 3.0)
+        Bounds of the uniform distribution of the intercept.
+    x_range : tuple of two floats, default=(-5.0, 5.0)
+        Bounds of the uniform distribution of every input feature.
+    noise : float, default=0.0
+        Standard deviation of Gaussian noise added to ``y``.
+    flat : bool, default=False
+        Return ``X, y, groups`` instead of a list of tasks.
+    return_params : bool, default=False
+        Also return each task's slopes and intercept.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the draws. Pass an int for reproducible output.
+
+    Returns
+    -------
+    tasks : list of (X, y)
+        ``X`` of shape (n_samples, n_features), ``y`` of shape (n_samples,). Without ``flat``.
+    X, y, groups : ndarrays
+        With ``flat=True``, in place of ``tasks``: all rows, their targets, and the task index of
+        each row.
+    params : ndarray of shape (n_tasks, n_features + 1)
+        With ``return_params=True``: the slopes ``w`` in the first ``n_features`` columns, the
+        intercept ``b`` in the last.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmaml.datasets import make_linear_tasks
+    >>> tasks, params = make_linear_tasks(n_tasks=4, n_samples=6, n_features=2,
+    ...                                   return_params=True, random_state=0)
+    >>> X, y = tasks[0]
+    >>> X.shape, params.shape
+    ((6, 2), (4, 3))
+    >>> bool(np.allclose(y, X @ params[0, :2] + params[0, 2]))
+    True
+    """
+    slope_range = _check_range(slope_range, "slope_range")
+    intercept_range = _check_range(intercept_range, "intercept_range")
+    x_range = _check_range(x_range, "x_range")
+    rng = check_random_state(random_state)
+    tasks = []
+    params = np.empty((n_tasks, n_features + 1))
+    for t in range(n_tasks):
+        slopes = rng.uniform(*slope_range, size=n_features)
+        intercept = rng.uniform(*intercept_range)
+        X = rng.uniform(*x_range, size=(n_samples, n_features))
+        tasks.append((X, _add_noise(X @ slopes + intercept, noise, rng)))
+        params[t, :n_features] = slopes
+        params[t, n_features] = intercept
+    return _output(tasks, flat, *((params,) if return_params else ()))
+
+
+@validate_params(
+    {**_COMMON_CONSTRAINTS, "degree": [Interval(Integral, 0, None, closed="left")],
+     "coef_range": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
+def make_polynomial_tasks(n_tasks=1000, n_samples=20, *, degree=2, coef_range=(-1.0, 1.0),
+                          x_range=(-1.0, 1.0), noise=0.0, flat=False, return_params=False,
+                          random_state=None):
+    """Polynomial regression tasks ``y = c_0 + c_1 x + ... + c_d x^d`` of one input.
+
+    Each task draws its coefficients ``c_k ~ U[coef_range]`` (or ``U[coef_range[k]]``), then
+    ``n_samples`` inputs ``x ~ U[x_range]``. The default ``x_range`` is ``[-1, 1]`` so that every
+    power ``x^k`` stays in ``[-1, 1]`` and each coefficient matters about as much as the others.
+
+    Parameters
+    ----------
+    n_tasks : int, default=1000
+        Number of tasks.
+    n_samples : int, default=20
+        Rows per task.
+    degree : int, default=2
+        Degree ``d`` of the polynomials.
+    coef_range : array-like of shape (2,) or (degree + 1, 2), default=(-1.0, 1.0)
+        Bounds of the uniform distribution of the coefficients: one ``(low, high)`` for all, or one
+        row per power, constant term first (e.g. ``[(0, 0), (-1, 1), (-2, 2)]`` for quadratics
+        through the origin).
+    x_range : tuple of two floats, default=(-1.0, 1.0)
+        Bounds of the uniform distribution of the inputs.
+    noise : float, default=0.0
+        Standard deviation of Gaussian noise added to ``y``.
+    flat : bool, default=False
+        Return ``X, y, groups`` instead of a list of tasks.
+    return_params : bool, default=False
+        Also return each task's coefficients.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the draws. Pass an int for reproducible output.
+
+    Returns
+    -------
+    tasks : list of (X, y)
+        ``X`` of shape (n_samples, 1), ``y`` of shape (n_samples,). Without ``flat``.
+    X, y, groups : ndarrays
+        With ``flat=True``, in place of ``tasks``.
+    params : ndarray of shape (n_tasks, degree + 1)
+        With ``return_params=True``: coefficients ``c_0 .. c_d`` (constant first, the order of
+        :func:`numpy.polynomial.polynomial.polyval`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from numpy.polynomial import polynomial
+    >>> from skmaml.datasets import make_polynomial_tasks
+    >>> tasks, coefs = make_polynomial_tasks(n_tasks=5, n_samples=8, degree=3,
+    ...                                      return_params=True, random_state=0)
+    >>> X, y = tasks[0]
+    >>> coefs.shape
+    (5, 4)
+    >>> bool(np.allclose(y, polynomial.polyval(X[:, 0], coefs[0])))
+    True
+    """
+    bounds = np.asarray(coef_range, dtype=np.float64)
+    if bounds.shape == (2,):
+        bounds = np.tile(bounds, (degree + 1, 1))
+    if bounds.shape != (degree + 1, 2):
+        raise ValueError(f"coef_range must be one pair (low, high) or one pair per power, of shape "
+                         f"(degree + 1, 2) = ({degree + 1}, 2); got shape {bounds.shape}.")
+    for k in range(degree + 1):
+        _check_range(bounds[k], f"coef_range[{k}]")
+    x_range = _check_range(x_range, "x_range")
+    rng = check_random_state(random_state)
+    tasks = []
+    params = np.empty((n_tasks, degree + 1))
+    powers = np.arange(degree + 1)
+    for t in range(n_tasks):
+        coefs = rng.uniform(bounds[:, 0], bounds[:, 1])
+        x = rng.uniform(*x_range, size=(n_samples, 1))
+        y = (x ** powers) @ coefs
+        tasks.append((x, _add_noise(y, noise, rng)))
+        params[t] = coefs
+    return _output(tasks, flat, *((params,) if return_params else ()))
+
+
+@validate_params(
+    {**_COMMON_CONSTRAINTS, "weights": ["array-like", None], "amplitude_range": ["array-like"],
+     "phase_range": ["array-like"], "slope_range": ["array-like"],
+     "intercept_range": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
+def make_multimodal_tasks(n_tasks=1000, n_samples=20, *, weights=None,
+                          amplitude_range=(0.1, 5.0), phase_range=(0.0, np.pi),
+                          slope_range=(-3.0, 3.0), intercept_range=(-3.0, 3.0),
+                          x_range=(-5.0, 5.0), noise=0.0, flat=False, return_params=False,
+                          random_state=None):
+    """A multimodal task distribution: sinusoid tasks and linear tasks mixed.
+
+    Each task is first assigned a mode, ``"sinusoid"`` or ``"linear"``, with probabilities
+    ``weights``; a sinusoid task is ``y = A sin(x - phi)`` as in :func:`make_sinusoid_tasks`, a
+    linear task is ``y = w x + b`` as in :func:`make_linear_tasks` with one feature. The defaults
+    are the sinusoids-and-lines setting of Finn, Xu & Levine (2018), which a single meta-learned
+    initialisation has to serve. All tasks share ``x_range``.
+
+    Parameters
+    ----------
+    n_tasks : int, default=1000
+        Number of tasks.
+    n_samples : int, default=20
+        Rows per task.
+    weights : array-like of shape (2,), default=None
+        Probabilities of the modes ``("sinusoid", "linear")``; normalised to sum to one. ``None``
+        gives each mode probability 1/2.
+    amplitude_range, phase_range : tuple of two floats, default=(0.1, 5.0) and (0.0, pi)
+        Amplitude and phase bounds of the sinusoid tasks.
+    slope_range, intercept_range : tuple of two floats, default=(-3.0, 3.0)
+        Slope and intercept bounds of the linear tasks.
+    x_range : tuple of two floats, default=(-5.0, 5.0)
+        Bounds of the uniform distribution of the inputs.
+    noise : float, default=0.0
+        Standard deviation of Gaussian noise added to ``y``.
+    flat : bool, default=False
+        Return ``X, y, groups`` instead of a list of tasks.
+    return_params : bool, default=False
+        Also return each task's two parameters.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the draws. Pass an int for reproducible output.
+
+    Returns
+    -------
+    tasks : list of (X, y)
+        ``X`` of shape (n_samples, 1), ``y`` of shape (n_samples,). Without ``flat``.
+    X, y, groups : ndarrays
+        With ``flat=True``, in place of ``tasks``.
+    modes : ndarray of str of shape (n_tasks,)
+        The mode of each task, ``"sinusoid"`` or ``"linear"``. Always returned.
+    params : ndarray of shape (n_tasks, 2)
+        With ``return_params=True``: ``(A, phi)`` for a sinusoid task, ``(w, b)`` for a linear one.
+
+    Examples
+    --------
+    >>> from skmaml.datasets import make_multimodal_tasks
+    >>> tasks, modes = make_multimodal_tasks(n_tasks=6, n_samples=10, random_state=0)
+    >>> len(tasks), sorted(set(modes.tolist()))
+    (6, ['linear', 'sinusoid'])
+    >>> X, y, groups, modes = make_multimodal_tasks(n_tasks=6, n_samples=10, flat=True,
+    ...                                             random_state=0)
+    >>> X.shape, modes.shape
+    ((60, 1), (6,))
+    """
+    if weights is None:
+        weights = np.full(len(_MODES), 1.0 / len(_MODES))
+    weights = np.asarray(weights, dtype=np.float64)
+    if (weights.shape != (len(_MODES),) or not np.isfinite(weights).all() or (weights < 0).any()
+            or weights.sum() <= 0):
+        raise ValueError(f"weights must be {len(_MODES)} non-negative numbers, the probabilities "
+                         f"of the modes {_MODES}, not all zero; got {weights!r}.")
+    weights = weights / weights.sum()
+    ranges = {
+        "sinusoid": (_check_range(amplitude_range, "amplitude_range"),
+                     _check_range(phase_range, "phase_range")),
+        "linear": (_check_range(slope_range, "slope_range"),
+                   _check_range(intercept_range, "intercept_range")),
+    }
+    x_range = _check_range(x_range, "x_range")
+    rng = check_random_state(random_state)
+    # Modes first, so a seed fixes the modes whatever the parameter ranges are.
+    modes = np.asarray(_MODES)[rng.choice(len(_MODES), size=n_tasks, p=weights)]
+    tasks = []
+    params = np.empty((n_tasks, 2))
+    for t, mode in enumerate(modes):
+        first_range, second_range = ranges[mode]
+        first, second = rng.uniform(*first_range), rng.uniform(*second_range)
+        x = rng.uniform(*x_range, size=(n_samples, 1))
+        if mode == "sinusoid":
+            y = first * np.sin(x[:, 0] - second)
+        else:
+            y = first * x[:, 0] + second
+        tasks.append((x, _add_noise(y, noise, rng)))
+        params[t] = first, second
+    return _output(tasks, flat, modes, *((params,) if return_params else ()))
+
+
+# -------------------------------------------------------------------------------------------------
+# Tasks from a user's labelled dataset
+# -------------------------------------------------------------------------------------------------
+
+
+def _is_dataframe(X):
+    return hasattr(X, "columns") and hasattr(X, "iloc") and hasattr(X, "drop")
+
+
+def _is_column_name(value):
+    return isinstance(value, (str, Integral)) and not isinstance(value, bool)
+
+
+def _take_named_columns(X, **values):
+    """Resolve column names among ``values`` to the columns of a DataFrame ``X``, and drop them.
+
+    Returns ``X`` (without the named columns) and the resolved values, in the order given.
+    """
+    names = {what: value for what, value in values.items() if _is_column_name(value)}
+    if not names:
+        return X, *values.values()
+    if not _is_dataframe(X):
+        what, value = next(iter(names.items()))
+        raise ValueError(f"{what}={value!r} looks like a column name, which needs X to be a "
+                         f"pandas DataFrame; got {type(X).__name__}. Pass the {what} of every "
+                         "row as an array instead.")
+    for what, value in names.items():
+        if value not in X.columns:
+            raise ValueError(f"{what}={value!r} is not a column of X (columns: "
+                             f"{list(X.columns)}).")
+    resolved = [np.asarray(X[names[what]]) if what in names else value
+                for what, value in values.items()]
+    return X.drop(columns=list(names.values())), *resolved
+
+
+def _check_labels_1d(values, what, n_rows):
+    """One hashable, non-missing label per row, as a 1-D array."""
+    values = np.asarray(values)
+    if values.ndim == 2 and 1 in values.shape:
+        values = values.reshape(-1)
+    if values.ndim != 1 or values.shape[0] != n_rows:
+        raise ValueError(f"{what} must hold one value per row of X: X has {n_rows} rows but "
+                         f"{what} has shape {values.shape}.")
+    missing = (np.isnan(values).any() if values.dtype.kind == "f" else
+               values.dtype.kind == "O" and any(v is None or v != v for v in values))
+    if missing:
+        raise ValueError(f"{what} contains missing values (NaN or None): every row needs one.")
+    return values
+
+
+@validate_params(
+    {"X": ["array-like"], "y": ["array-like", str, Integral],
+     "groups": ["array-like", str, Integral],
+     "min_samples": [Interval(Integral, 1, None, closed="left"), None], "flat": ["boolean"],
+     "return_groups": ["boolean"]},
+    prefer_skip_nested_validation=True,
+)
+def tasks_from_groups(X, y, groups, *, min_samples=None, flat=False, return_groups=False):
+    """Split a labelled dataset into tasks, one per value of a grouping column.
+
+    Use it when the rows come from many related sources (sites, patients, products, machines) and
+    a new source should be learned from a handful of its rows. Tasks are in sorted order of the
+    group labels and keep their rows in the given order, exactly as ``fit(X, y, groups=groups)``
+    arranges them, so ``fit(tasks_from_groups(X, y, groups))`` and ``fit(X, y, groups=groups)``
+    give the same model.
+
+    Parameters
+    ----------
+    X : array-like or pandas DataFrame of shape (n_samples, n_features)
+        The rows. A DataFrame stays a DataFrame in each task (its column names reach
+        ``feature_names_in_``); the grouping and target columns are dropped from it when named.
+    y : array-like of shape (n_samples,) or (n_samples, n_targets), or str
+        Targets, or the name of the target column of a DataFrame ``X``.
+    groups : array-like of shape (n_samples,), or str
+        Group (task) label of each row, or the name of the grouping column of a DataFrame ``X``.
+        Labels must be sortable (e.g. all ints or all strings) and not missing.
+    min_samples : int, default=None
+        Drop groups with fewer rows (too small to give a support and a query set). ``None``
+        keeps every group.
+    flat : bool, default=False
+        Return ``X, y, groups`` (the rows of the kept groups in their given order, with their
+        group labels) instead of a list of tasks.
+    return_groups : bool, default=False
+        Also return the group label of each task.
+
+    Returns
+    -------
+    tasks : list of (X, y)
+        One task per kept group, in sorted label order. Without ``flat``.
+    X, y, groups
+        With ``flat=True``, in place of ``tasks``.
+    labels : ndarray of shape (n_tasks,)
+        With ``return_groups=True``: the sorted group labels of the tasks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmaml.datasets import tasks_from_groups
+    >>> X = np.arange(14.0).reshape(7, 2)
+    >>> y = np.arange(7.0)
+    >>> site = np.array(["b", "a", "b", "c", "a", "b", "a"])
+    >>> tasks, labels = tasks_from_groups(X, y, site, return_groups=True)
+    >>> labels.tolist(), [task[1].tolist() for task in tasks]
+    (['a', 'b', 'c'], [[1.0, 4.0, 6.0], [0.0, 2.0, 5.0], [3.0]])
+    >>> tasks, labels = tasks_from_groups(X, y, site, min_samples=2, return_groups=True)
+    >>> labels.tolist()
+    ['a', 'b']
+
+    With pandas, columns can be named:
+
+    >>> import pandas as pd  # doctest: +SKIP
+    >>> df = pd.DataFrame({"site": site, "x": X[:, 0], "target": y})  # doctest: +SKIP
+    >>> tasks = tasks_from_groups(df, "target", "site")  # doctest: +SKIP
+    >>> list(tasks[0][0].columns)  # doctest: +SKIP
+    ['x']
+    """
+    X, y, groups = _take_named_columns(X, y=y, groups=groups)
+    # Arrays and DataFrames/Series are split as they are; lists become arrays.
+    if not hasattr(X, "shape"):
+        X = np.asarray(X)
+    if not hasattr(y, "shape"):
+        y = np.asarray(y)
+    n_rows = _num_samples(X)
+    check_consistent_length(X, y)
+    groups = _check_labels_1d(groups, "groups", n_rows)
+    try:
+        labels, codes = np.unique(groups, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError("groups must be sortable labels (e.g. all ints or all strings): "
+                        f"{exc}") from exc
+    codes = codes.reshape(-1)
+    sizes = np.bincount(codes, minlength=labels.shape[0])
+    keep = np.ones(labels.shape[0], dtype=bool) if min_samples is None else sizes >= min_samples
+    if not keep.any():
+        raise ValueError(f"No group has min_samples={min_samples} rows or more (the largest has "
+                         f"{sizes.max()}).")
+    if flat:
+        rows = np.flatnonzero(keep[codes])
+        out = (_safe_indexing(X, rows), _safe_indexing(y, rows), groups[rows])
+    else:
+        order = np.argsort(codes, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        tasks = []
+        for g in np.flatnonzero(keep):
+            rows = order[starts[g]:starts[g + 1]]
+            tasks.append((_safe_indexing(X, rows), _safe_indexing(y, rows)))
+        out = (tasks,)
+    if return_groups:
+        out = (*out, labels[keep])
+    return out[0] if len(out) == 1 else out
+
+
+def _class_rows(y, classes):
+    """The sorted classes to draw from, and the row indices of each."""
+    all_labels, codes = np.unique(y, return_inverse=True)
+    codes = codes.reshape(-1)
+    if classes is None:
+        chosen = all_labels
+    else:
+        chosen = np.unique(np.asarray(classes))
+        missing = [c for c in chosen.tolist() if c not in set(all_labels.tolist())]
+        if missing:
+            raise ValueError(f"classes {missing} do not occur in y (its classes are "
+                             f"{all_labels.tolist()}).")
+        chosen = chosen.astype(all_labels.dtype)
+    positions = np.searchsorted(all_labels, chosen)
+    order = np.argsort(codes, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=all_labels.shape[0]))])
+    return chosen, [order[starts[p]:starts[p + 1]] for p in positions]
+
+
+@validate_params(
+    {"y": ["array-like"],
+     "test_size": [Interval(Real, 0, 1, closed="neither"), Interval(Integral, 1, None,
+                                                                     closed="left")],
+     "random_state": ["random_state"]},
+    prefer_skip_nested_validation=True,
+)
+def split_classes(y, *, test_size=0.25, random_state=None):
+    """Split the classes of ``y`` (not its rows) into meta-training and held-out classes.
+
+    Few-shot classification is evaluated on classes never seen in meta-training: split the
+    classes with this function, then build training episodes with
+    ``make_episodes(X, y, classes=train_classes)`` and test episodes with
+    ``classes=test_classes``.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Class labels.
+    test_size : float or int, default=0.25
+        A float in (0, 1): the fraction of the classes to hold out (rounded up); an int: their
+        number. At least one class is left on each side.
+    random_state : int, RandomState instance or None, default=None
+        Seeds which classes are held out.
+
+    Returns
+    -------
+    train_classes : ndarray of shape (n_train_classes,)
+        Sorted meta-training classes.
+    test_classes : ndarray of shape (n_test_classes,)
+        Sorted held-out classes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmaml.datasets import split_classes
+    >>> y = np.repeat(np.arange(10), 3)
+    >>> train_classes, test_classes = split_classes(y, test_size=0.3, random_state=0)
+    >>> len(train_classes), len(test_classes)
+    (7, 3)
+    >>> bool(np.intersect1d(train_classes, test_classes).size == 0)
+    True
+    """
+    labels = np.unique(_check_labels_1d(y, "y", _num_samples(y)))
+    n_classes = labels.shape[0]
+    if n_classes < 2:
+        raise ValueError(f"split_classes needs at least 2 classes; y has {n_classes}.")
+    n_test = (int(np.ceil(test_size * n_classes)) if isinstance(test_size, Real)
+              and not isinstance(test_size, Integral) else int(test_size))
+    if not 1 <= n_test <= n_classes - 1:
+        raise ValueError(f"test_size={test_size!r} holds out {n_test} of {n_classes} classes; "
+                         "at least one class must be left on each side.")
+    rng = check_random_state(random_state)
+    held_out = rng.permutation(n_classes)[:n_test]
+    is_test = np.zeros(n_classes, dtype=bool)
+    is_test[held_out] = True
+    return labels[~is_test], labels[is_test]
+
+
+@validate_params(
+    {"X": ["array-like"], "y": ["array-like"],
+     "n_way": [Interval(Integral, 2, None, closed="left")],
+     "n_shot": [Interval(Integral, 1, None, closed="left")],
+     "n_query": [Interval(Integral, 0, None, closed="left")],
+     "n_episodes": [Interval(Integral, 1, None, closed="left")],
+     "classes": ["array-like", None], "split": ["boolean"], "flat": ["boolean"],
+     "random_state": ["random_state"]},
+    prefer_skip_nested_validation=True,
+)
+def make_episodes(X, y, *, n_way=5, n_shot=1, n_query=15, n_episodes=100, classes=None,
+                  split=True, flat=False, random_state=None):
+    """N-way K-shot classification episodes drawn from a labelled dataset.
+
+    Each episode draws ``n_way`` distinct classes among ``classes``, then for each of them
+    ``n_shot`` support rows and ``n_query`` query rows, all distinct. Labels are the **original**
+    class labels; an episode's classes need not have been seen in meta-training, which is what
+    ``MAMLClassifier(task_labels="per_task")`` is for. Episodes of held-out classes come from
+    :func:`split_classes` and ``classes=test_classes``.
+
+    Parameters
+    ----------
+    X : array-like or pandas DataFrame of shape (n_samples, n_features)
+        The rows (kept as a DataFrame in each episode if it is one).
+    y : array-like of shape (n_samples,)
+        Class labels.
+    n_way : int, default=5
+        Classes per episode (N).
+    n_shot : int, default=1
+        Support rows per class (K), i.e. ``n_support`` of :class:`~skmaml.MAMLClassifier`.
+    n_query : int, default=15
+        Query rows per class. Every class used needs ``n_shot + n_query`` rows.
+    n_episodes : int, default=100
+        Number of episodes.
+    classes : array-like, default=None
+        The classes episodes draw from, e.g. the meta-training classes of :func:`split_classes`;
+        ``None`` uses every class of ``y``.
+    split : bool, default=True
+        ``True``: each episode is ``(X_support, y_support, X_query, y_query)``, a fixed split that
+        the estimators keep. ``False``: each episode is ``(X, y)`` holding its
+        ``n_way * (n_shot + n_query)`` rows, and the estimator draws a fresh support/query split at
+        every visit (``n_query=0`` is then allowed).
+    flat : bool, default=False
+        Return ``X, y, groups`` (support rows then query rows of each episode, the episode index
+        as group) instead of a list of episodes. The flat form carries no split: the estimator
+        draws one at every visit.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the draws. Pass an int for reproducible output.
+
+    Returns
+    -------
+    episodes : list of tuples
+        ``(X_support, y_support, X_query, y_query)``, shapes
+        ``(n_way * n_shot, n_features)``, ``(n_way * n_shot,)``, ``(n_way * n_query, n_features)``,
+        ``(n_way * n_query,)``; or ``(X, y)`` with ``split=False``. Rows are shuffled within the
+        support and within the query set. Without ``flat``.
+    X, y, groups
+        With ``flat=True``, in place of ``episodes``.
+
+    See Also
+    --------
+    split_classes : Split the classes into meta-training and held-out classes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmaml.datasets import make_episodes, split_classes
+    >>> rng = np.random.RandomState(0)
+    >>> y = np.repeat(np.arange(10), 20)
+    >>> X = rng.normal(size=(200, 4)) + y[:, None]
+    >>> train_classes, test_classes = split_classes(y, test_size=0.3, random_state=0)
+    >>> episodes = make_episodes(X, y, n_way=3, n_shot=5, n_query=10, n_episodes=50,
+    ...                          classes=train_classes, random_state=0)
+    >>> X_support, y_support, X_query, y_query = episodes[0]
+    >>> X_support.shape, X_query.shape
+    ((15, 4), (30, 4))
+    >>> bool(np.isin(y_support, train_classes).all())
+    True
+    >>> test_episodes = make_episodes(X, y, n_way=3, n_shot=5, n_query=10, n_episodes=20,
+    ...                               classes=test_classes, random_state=1)
+    >>> sorted(set(test_episodes[0][1].tolist())) == sorted(set(test_episodes[0][3].tolist()))
+    True
+    """
+    if split and n_query < 1:
+        raise ValueError("split=True gives each episode a query set, so n_query must be at least "
+                         "1; use split=False for episodes of n_shot rows per class.")
+    if not hasattr(X, "shape"):
+        X = np.asarray(X)
+    check_consistent_length(X, y)
+    y = _check_labels_1d(y, "y", _num_samples(X))
+    chosen, rows_of = _class_rows(y, classes)
+    if chosen.shape[0] < n_way:
+        raise ValueError(f"n_way={n_way} classes per episode, but only {chosen.shape[0]} classes "
+                         "are available" + ("" if classes is None else " in classes") + ".")
+    need = n_shot + n_query
+    sizes = np.array([rows.shape[0] for rows in rows_of])
+    too_small = np.flatnonzero(sizes < need)
+    if too_small.size:
+        c = too_small[0]
+        raise ValueError(
+            f"class {chosen[c].item()!r} has {sizes[c]} rows, but every class needs "
+            f"n_shot + n_query = {need}; {too_small.size} class(es) are too small. Lower n_shot "
+            "or n_query, or leave the small classes out of classes.")
+    rng = check_random_state(random_state)
+    episode_rows = []
+    for _ in range(n_episodes):
+        picked = rng.choice(chosen.shape[0], size=n_way, replace=False)
+        draws = [rng.choice(rows_of[c], size=need, replace=False) for c in picked]
+        support = np.concatenate([d[:n_shot] for d in draws])[rng.permutation(n_way * n_shot)]
+        query = np.concatenate([d[n_shot:] for d in draws])[rng.permutation(n_way * n_query)]
+        episode_rows.append((support, query))
+    if flat:
+        # Indexed once, so a DataFrame X stays a DataFrame.
+        rows = np.concatenate([np.concatenate(pair) for pair in episode_rows])
+        groups = np.repeat(np.arange(n_episodes), n_way * need)
+        return _safe_indexing(X, rows), y[rows], groups
+    if split:
+        return [(_safe_indexing(X, support), y[support], _safe_indexing(X, query), y[query])
+                for support, query in episode_rows]
+    return [(_safe_indexing(X, rows), y[rows])
+            for rows in (np.concatenate(pair) for pair in episode_rows)]
