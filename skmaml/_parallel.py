@@ -19,7 +19,7 @@ import numpy as np
 from joblib import cpu_count
 from threadpoolctl import threadpool_limits
 
-from ._kernels._maml import meta_batch_grad
+from ._kernels._maml import meta_batch_grad, workspace_size
 
 # Below this much estimated work per chunk, a thread hand-off (~40 µs round trip) and the smaller
 # step-0 products of a split batch cost more than a second core saves. 20 MFLOP is about 0.5 ms of
@@ -87,6 +87,9 @@ class MetaGradient:
                                                              first_order)
         self._pool = None
         self._limits = None
+        # One scratch buffer per chunk (chunks may run at the same time), kept across
+        # meta-iterations: re-allocating large buffers every iteration costs page faults.
+        self._workspaces = []
 
     def __enter__(self):
         self._limits = threadpool_limits(limits=1, user_api="blas")
@@ -102,13 +105,26 @@ class MetaGradient:
         self._limits.restore_original_limits()
         return False
 
-    def _chunk(self, theta, Xs, ys, s_offsets, Xq, yq, q_offsets, t0, t1, grad, task_losses):
+    def _workspace(self, chunk, theta, s_offsets, q_offsets):
+        """Chunk ``chunk``'s scratch buffer, grown (with headroom) when this batch needs more."""
+        while len(self._workspaces) <= chunk:
+            self._workspaces.append(np.empty(0, dtype=theta.dtype))
+        needed = workspace_size(self.layer_sizes, s_offsets, q_offsets, self.n_inner_steps,
+                                self.first_order)
+        workspace = self._workspaces[chunk]
+        if workspace.shape[0] < needed or workspace.dtype != theta.dtype:
+            workspace = np.empty(needed + needed // 4, dtype=theta.dtype)
+            self._workspaces[chunk] = workspace
+        return workspace
+
+    def _chunk(self, theta, Xs, ys, s_offsets, Xq, yq, q_offsets, t0, t1, grad, task_losses,
+               workspace):
         s0, s1 = s_offsets[t0], s_offsets[t1]
         q0, q1 = q_offsets[t0], q_offsets[t1]
         return meta_batch_grad(theta, self.layer_sizes, self.activation, Xs[s0:s1], ys[s0:s1],
                                s_offsets[t0:t1 + 1] - s0, Xq[q0:q1], yq[q0:q1],
                                q_offsets[t0:t1 + 1] - q0, self.inner_lr, self.n_inner_steps,
-                               self.first_order, grad, task_losses[t0:t1])
+                               self.first_order, grad, task_losses[t0:t1], workspace)
 
     def __call__(self, theta, Xs, ys, s_offsets, Xq, yq, q_offsets, grad_out, task_losses):
         """Mean query loss; writes the mean meta-gradient into ``grad_out``."""
@@ -117,11 +133,17 @@ class MetaGradient:
         if bounds.shape[0] == 2:
             return meta_batch_grad(theta, self.layer_sizes, self.activation, Xs, ys, s_offsets,
                                    Xq, yq, q_offsets, self.inner_lr, self.n_inner_steps,
-                                   self.first_order, grad_out, task_losses)
+                                   self.first_order, grad_out, task_losses,
+                                   self._workspace(0, theta, s_offsets, q_offsets))
         n_chunks = bounds.shape[0] - 1
         grads = np.empty((n_chunks, theta.shape[0]), dtype=theta.dtype)
-        args = [(theta, Xs, ys, s_offsets, Xq, yq, q_offsets, bounds[c], bounds[c + 1], grads[c],
-                 task_losses) for c in range(n_chunks)]
+        args = []
+        for c in range(n_chunks):
+            t0, t1 = bounds[c], bounds[c + 1]
+            workspace = self._workspace(c, theta, s_offsets[t0:t1 + 1] - s_offsets[t0],
+                                        q_offsets[t0:t1 + 1] - q_offsets[t0])
+            args.append((theta, Xs, ys, s_offsets, Xq, yq, q_offsets, t0, t1, grads[c],
+                         task_losses, workspace))
         if self._pool is None:
             for a in args:
                 self._chunk(*a)

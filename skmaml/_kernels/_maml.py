@@ -74,8 +74,35 @@ def inner_adapt(theta, layer_sizes, activation, Xs, ys, inner_lr, n_steps):
 
 
 @njit(**JIT_OPTIONS)
+def _max_task_rows(s_offsets, q_offsets):
+    n_s_max = 0
+    n_q_max = 0
+    for t in range(s_offsets.shape[0] - 1):
+        n_s_max = max(n_s_max, s_offsets[t + 1] - s_offsets[t])
+        n_q_max = max(n_q_max, q_offsets[t + 1] - q_offsets[t])
+    return n_s_max, n_q_max
+
+
+@njit(**JIT_OPTIONS)
+def workspace_size(layer_sizes, s_offsets, q_offsets, n_steps, first_order):
+    """Entries of scratch memory :func:`meta_batch_grad` needs for this batch (see its docs)."""
+    n_tasks = s_offsets.shape[0] - 1
+    n_par = n_params(layer_sizes)
+    n_s_max, n_q_max = _max_task_rows(s_offsets, q_offsets)
+    second_order = not first_order and n_steps > 0
+    step0 = buffer_size(layer_sizes, s_offsets[n_tasks] - s_offsets[0]) if n_steps > 0 else 0
+    step = buffer_size(layer_sizes, n_s_max)
+    n_kept = 1 if first_order else max(n_steps - 1, 1)
+    query = buffer_size(layer_sizes, q_offsets[n_tasks] - q_offsets[0] if first_order else n_q_max)
+    size = 4 * step0 + n_kept * 4 * step + (n_steps + 1) * n_par + 4 * query + 2 * n_par
+    if second_order:
+        size += 3 * step + 3 * step0 + n_tasks * n_par
+    return size
+
+
+@njit(**JIT_OPTIONS)
 def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q_offsets,
-                    inner_lr, n_steps, first_order, grad_out, task_losses):
+                    inner_lr, n_steps, first_order, grad_out, task_losses, workspace=None):
     """Mean query loss and mean meta-gradient over a ragged meta-batch of tasks.
 
     Parameters
@@ -103,6 +130,10 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         Receives the mean meta-gradient over tasks.
     task_losses : ndarray of shape (n_tasks,)
         Receives each task's query loss after adaptation.
+    workspace : ndarray of shape (n,), dtype of ``theta``, default=None
+        Scratch memory, reused across calls by the caller (see :func:`workspace_size`): fresh
+        allocations of large buffers at every meta-iteration cost page faults that, past ~1000 rows
+        per batch, took longer than the arithmetic. None, or one too small, allocates here.
 
     Returns
     -------
@@ -118,13 +149,45 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     lr = _as_dtype(inner_lr, theta)
     n_s_all = Xs.shape[0]
     n_q_all = Xq.shape[0]
-    n_s_max = 0
-    for t in range(n_tasks):
-        n_s_max = max(n_s_max, s_offsets[t + 1] - s_offsets[t])
+    n_s_max, n_q_max = _max_task_rows(s_offsets, q_offsets)
+    second_order = not first_order and n_steps > 0
+    # Steps 1..N-1 of the task in flight; second order keeps every step for the backward sweep.
+    n_kept = 1 if first_order else max(n_steps - 1, 1)
+    # Query passes of all tasks share one buffer in first order: every task's query gradient is
+    # then summed with one product per layer over all query rows.
+    n_q_buf = n_q_all if first_order else n_q_max
+    size = workspace_size(layer_sizes, s_offsets, q_offsets, n_steps, first_order)
+    if workspace is None or workspace.shape[0] < size:
+        work = np.empty(size, dtype=dtype)
+    else:
+        work = workspace
+    # Carve every buffer from the workspace (the order only has to match workspace_size).
+    step0_size = buffer_size(layer_sizes, n_s_all) if n_steps > 0 else 0
+    step_size = buffer_size(layer_sizes, n_s_max)
+    query_size = buffer_size(layer_sizes, n_q_buf)
+    sweep_size = step_size if second_order else 0
+    batch_sweep_size = step0_size if second_order else 0
+    at = 0
+    step0 = work[at:at + 4 * step0_size].reshape((4, step0_size))
+    at += 4 * step0_size
+    steps = work[at:at + n_kept * 4 * step_size].reshape((n_kept * 4, step_size))
+    at += n_kept * 4 * step_size
+    thetas = work[at:at + (n_steps + 1) * n_par].reshape((n_steps + 1, n_par))
+    at += (n_steps + 1) * n_par
+    query = work[at:at + 4 * query_size].reshape((4, query_size))
+    at += 4 * query_size
+    sweep = work[at:at + 3 * sweep_size].reshape((3, sweep_size))
+    at += 3 * sweep_size
+    batch_sweep = work[at:at + 3 * batch_sweep_size].reshape((3, batch_sweep_size))
+    at += 3 * batch_sweep_size
+    # Second order: each task's direction after the sweep down to step 1, for the batched step 0.
+    directions = work[at:at + (n_tasks * n_par if second_order else 0)]
+    at += n_tasks * n_par if second_order else 0
+    grad = work[at:at + n_par]
+    v = work[at + n_par:at + 2 * n_par]
 
     # Step 0 for all tasks at once: every task starts from the shared theta, so the support
     # forward and backward passes are single large products over all support rows.
-    step0 = np.empty((4, buffer_size(layer_sizes, n_s_all) if n_steps > 0 else 0), dtype=dtype)
     Z0, A0, DZ0, DA0 = step0[0], step0[1], step0[2], step0[3]
     if n_steps > 0:
         _forward_rows(theta, layer_sizes, offsets, woffsets, activation, Xs, 0, Z0, A0, n_s_all,
@@ -135,25 +198,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
             _output_grad(Z0, out, s_offsets[t + 1] - s0, layer_sizes[n_layers], ys, s0, DZ0, out)
         _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z0, A0, DZ0, DA0,
                        n_s_all, 0, n_s_all)
-
-    # Steps 1..N-1 of the current task; second order keeps every step for the backward sweep.
-    n_kept = 1 if first_order else max(n_steps - 1, 1)
-    steps = np.empty((n_kept, 4, buffer_size(layer_sizes, n_s_max)), dtype=dtype)
-    thetas = np.empty((n_steps + 1, n_par), dtype=dtype)
-    # Query passes of all tasks share one buffer: first order then sums every task's query
-    # gradient with one product per layer over all query rows.
-    n_q_max = 0
-    for t in range(n_tasks):
-        n_q_max = max(n_q_max, q_offsets[t + 1] - q_offsets[t])
-    n_q_buf = n_q_all if first_order else n_q_max
-    query = np.empty((4, buffer_size(layer_sizes, n_q_buf)), dtype=dtype)
     Zq, Aq, DZq, DAq = query[0], query[1], query[2], query[3]
-    second_order = not first_order and n_steps > 0
-    sweep = np.empty((3, buffer_size(layer_sizes, n_s_max) if second_order else 0), dtype=dtype)
-    # Second order: each task's direction after the sweep down to step 1, for the batched step 0.
-    directions = np.empty(n_tasks * n_par if second_order else 0, dtype=dtype)
-    grad = np.empty(n_par, dtype=dtype)
-    v = np.empty(n_par, dtype=dtype)
     single_block = np.zeros(2, dtype=np.int64)
 
     grad_out[:] = 0.0
@@ -168,11 +213,12 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
                 _weight_grad_rows(layer_sizes, offsets, woffsets, Xs, s0, A0, DZ0, n_s_all, s0,
                                   n_s, grad, False)
             else:
-                work = steps[0 if first_order else k - 1]
+                j = 0 if first_order else 4 * (k - 1)
                 _loss_grad_rows(thetas[k], layer_sizes, offsets, woffsets, activation, Xs, s0,
-                                ys, s0, work[0], work[1], work[2], work[3], n_s, 0, n_s)
-                _weight_grad_rows(layer_sizes, offsets, woffsets, Xs, s0, work[1], work[2], n_s,
-                                  0, n_s, grad, False)
+                                ys, s0, steps[j], steps[j + 1], steps[j + 2], steps[j + 3], n_s,
+                                0, n_s)
+                _weight_grad_rows(layer_sizes, offsets, woffsets, Xs, s0, steps[j + 1],
+                                  steps[j + 2], n_s, 0, n_s, grad, False)
             _sgd_step(thetas[k], grad, lr, thetas[k + 1])
         r0 = q0 if first_order else 0
         task_losses[t] = _loss_grad_rows(thetas[n_steps], layer_sizes, offsets, woffsets,
@@ -187,10 +233,10 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         # Back through inner steps N-1 .. 1: v <- (I - alpha H_support(theta_k)) v.
         single_block[1] = n_s
         for k in range(n_steps - 1, 0, -1):
-            work = steps[k - 1]
+            j = 4 * (k - 1)
             _hvp_blocks(thetas[k], layer_sizes, offsets, woffsets, activation, Xs, s0, ys, n_s, 0,
-                        single_block, work[0], work[1], work[2], work[3], v, sweep[0], sweep[1],
-                        sweep[2], grad)
+                        single_block, steps[j], steps[j + 1], steps[j + 2], steps[j + 3], v,
+                        sweep[0], sweep[1], sweep[2], grad)
             _sgd_step(v, grad, lr, v)
         for i in range(n_par):
             grad_out[i] += v[i]
@@ -199,7 +245,6 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
                           grad_out, False)
     elif second_order:
         # Step 0 for all tasks at once (shared theta): sum_t (I - alpha H_t) v_t.
-        batch_sweep = np.empty((3, buffer_size(layer_sizes, n_s_all)), dtype=dtype)
         _hvp_blocks(theta, layer_sizes, offsets, woffsets, activation, Xs, 0, ys, n_s_all, 0,
                     s_offsets, Z0, A0, DZ0, DA0, directions, batch_sweep[0], batch_sweep[1],
                     batch_sweep[2], grad)
