@@ -141,8 +141,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     def _validate_fit_input(self, X, y, groups):
         """Both fit forms -> TaskSet; sets n_features_in_ / feature_names_in_."""
         if y is None:
-            if not isinstance(X, (list, tuple)) or not all(isinstance(t, (list, tuple))
-                                                          for t in X):
+            if not _is_task_list(X):
                 raise ValueError(
                     f"{type(self).__name__} requires y to be passed, but the target y is None. "
                     "Pass fit(X, y, groups=task_ids), or a list of tasks: "
@@ -289,56 +288,61 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         loss_curve = self.loss_curve_
         epoch_losses = []
         position = n_train  # start with a fresh epoch
-        order = seeds = None
+        order = seeds = episodes = None
         last_print = time.monotonic()
         converged = False
         iterations_left = self.max_iter
+        # theta of the previous iteration: when the current one diverges, it is the last one whose
+        # query loss was finite.
+        theta_prev = theta.copy()
         with meta_gradient:  # owns the thread pool; BLAS single-threaded inside
             try:
                 while iterations_left > 0:
                     if position >= n_train:
-                        if epoch_losses:
-                            if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes,
-                                                  activation):
-                                best_theta = theta.copy()
-                            if self.verbose and (time.monotonic() - last_print > 1.0):
-                                last_print = time.monotonic()
-                                self._print_progress(epoch_losses)
-                            epoch_losses = []
-                            if self._no_improvement_count > self.n_iter_no_change:
-                                converged = True
-                                break
                         order = rng.permutation(n_train)
                         seeds = rng.randint(0, _SEED_HIGH, size=n_train, dtype=np.int64)
                         position = 0
                     batch = order[position:position + batch_size]
                     batch_seeds = seeds[position:position + batch_size]
                     position += batch_size
-                    Xs, ys, s_off, Xq, yq, q_off = sample_episodes(
-                        X_train, y_train, offsets, fixed, batch, batch_seeds, n_support, n_query)
-                    loss = meta_gradient(theta, Xs, ys, s_off, Xq, yq, q_off, grad,
-                                         task_losses[:batch.shape[0]])
+                    episodes = sample_episodes(X_train, y_train, offsets, fixed, batch,
+                                               batch_seeds, n_support, n_query)
+                    loss = meta_gradient(theta, *episodes, grad, task_losses[:batch.shape[0]])
                     if not (math.isfinite(loss) and np.isfinite(grad).all()):
-                        self._set_theta(theta, layer_sizes)
-                        raise ValueError(
-                            f"Meta-training diverged at meta-iteration {self.n_iter_ + 1}: the "
-                            "query loss after adaptation or its gradient is not finite. The "
-                            "parameters from before this iteration are kept in coefs_/intercepts_."
-                            f" Lower inner_lr (now {self.inner_lr}) or meta_lr (now "
-                            f"{self.meta_lr}), or standardise X and y (e.g. a StandardScaler in a "
-                            "Pipeline).")
+                        self._diverged(theta_prev, layer_sizes)
+                    np.copyto(theta_prev, theta)
                     optimizer.update(theta, grad)
+                    if not np.isfinite(theta).all():
+                        self._diverged(theta_prev, layer_sizes)
                     loss_curve.append(loss)
                     epoch_losses.append(loss)
                     self.n_iter_ += 1
                     iterations_left -= 1
+                    if position >= n_train:  # a pass over the training tasks is complete
+                        if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes,
+                                              activation):
+                            best_theta = theta.copy()
+                        epoch_losses = []
+                        if self.verbose and time.monotonic() - last_print > 1.0:
+                            last_print = time.monotonic()
+                            self._print_progress(loss_curve[-1:])
+                        if self._no_improvement_count > self.n_iter_no_change:
+                            converged = True
+                            break
             except KeyboardInterrupt:
                 warnings.warn("Meta-training interrupted by user.")
-        if epoch_losses and not converged:
+            if episodes is not None and not self.early_stopping:
+                # The last update was never evaluated: a finite but overflowing theta (e.g. from
+                # a huge meta_lr) must not be returned as a model.
+                if not math.isfinite(meta_gradient(theta, *episodes, grad,
+                                                   task_losses[:episodes[2].shape[0] - 1])):
+                    self._diverged(theta_prev, layer_sizes)
+        if epoch_losses and self.early_stopping:
+            # The final, partial pass: its theta may still be the best one.
             if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes, activation):
                 best_theta = theta.copy()
         if self.verbose:
-            self._print_progress(epoch_losses or loss_curve[-1:])
+            self._print_progress(loss_curve[-1:])
         if self.early_stopping:
             theta = best_theta
             self.best_loss_ = None
@@ -347,6 +351,16 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 f"Maximum meta-iterations ({self.max_iter}) reached and the meta-optimisation "
                 "hasn't converged yet.", ConvergenceWarning, stacklevel=4)
         self._set_theta(theta, layer_sizes)
+
+    def _diverged(self, last_finite_theta, layer_sizes):
+        """Keep the last parameters whose query loss was finite and stop with a clear error."""
+        self._set_theta(last_finite_theta, layer_sizes)
+        raise ValueError(
+            f"Meta-training diverged at meta-iteration {self.n_iter_ + 1}: the query loss after "
+            "adaptation, its gradient or the updated parameters are not finite. The last "
+            "parameters with a finite query loss are kept in coefs_/intercepts_. Lower inner_lr "
+            f"(now {self.inner_lr}) or meta_lr (now {self.meta_lr}), or standardise X and y "
+            "(e.g. a StandardScaler in a Pipeline).")
 
     def _end_of_epoch(self, epoch_losses, theta, valid, layer_sizes, activation):
         """Convergence bookkeeping once per pass over the tasks; True if theta is the new best."""
@@ -371,9 +385,9 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             return True
         return False
 
-    def _print_progress(self, epoch_losses):
-        line = (f"Meta-iteration {self.n_iter_}, mean query loss after adaptation = "
-                f"{np.mean(epoch_losses):.6g}")
+    def _print_progress(self, recent_losses):
+        line = (f"Meta-iteration {self.n_iter_}, query loss after adaptation = "
+                f"{np.mean(recent_losses):.6g}")
         if self.early_stopping and self.validation_scores_:
             line += f", validation score = {self.validation_scores_[-1]:.6g}"
         print(line)
@@ -546,6 +560,19 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
         return tags
+
+
+def _is_task_list(X):
+    """Whether ``fit(X)`` without y got the list-of-tasks form.
+
+    A list of rows (``[[1., 2.], [3., 4.]]``, an X given without y) is not: a task is a tuple whose
+    first entry is an array-like. One such tuple is enough, so that a malformed entry among tasks
+    gets an error naming it rather than "y is None".
+    """
+    if not isinstance(X, (list, tuple)):
+        return False
+    return len(X) == 0 or any(isinstance(t, (list, tuple)) and len(t) > 0 and
+                              not np.isscalar(t[0]) for t in X)
 
 
 def y_kernel_subset(y_kernel, task_set, task_indices):

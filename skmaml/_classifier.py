@@ -116,7 +116,6 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
     def _encode_fit_targets(self, task_set):
         labels, codes = np.unique(self._labels_1d(task_set.y), return_inverse=True)
         codes = codes.astype(np.int64)
-        self._fit_labels = labels  # names for error messages
         if self.task_labels == "shared":
             if labels.shape[0] < 2:
                 raise ValueError(f"MAMLClassifier needs samples of at least 2 classes; the "
@@ -163,7 +162,8 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
         counts = task_class_counts(y_kernel, task_set.offsets, n_labels)
         need = n_support + max(n_query, 0)
-        labels = getattr(self, "_fit_labels", None)
+        # The codes index classes_ ("shared") or the sorted labels of the data at hand ("per_task").
+        labels = self.classes_ if self.task_labels == "shared" else np.unique(task_set.y)
         for t in range(task_set.n_tasks):
             if task_set.fixed_support[t] >= 0:
                 continue
@@ -171,9 +171,9 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
             short = present[counts[t, present] < need]
             if short.size:
                 c = short[0]
-                name = labels[c] if labels is not None and c < len(labels) else c
                 raise ValueError(
-                    f"{task_set.names[t]} has {counts[t, c]} rows of class {name!r}, but "
+                    f"{task_set.names[t]} has {counts[t, c]} rows of class "
+                    f"{labels[c].tolist()!r}, but "
                     f"n_support={n_support} rows per class" +
                     (f" plus n_query={n_query}" if n_query > 0 else "") +
                     " are needed (support sets are stratified). Lower n_support or drop the "
