@@ -1,0 +1,734 @@
+"""Time one MAML meta-iteration of skmaml's numba kernels, against JAX and PyTorch peers.
+
+Run it pinned to one core, from the repository root::
+
+    taskset -c 1 python benchmarks/bench_meta_step.py             # full run, a few minutes
+    taskset -c 1 python benchmarks/bench_meta_step.py --quick     # smoke run
+    taskset -c 1 python benchmarks/bench_meta_step.py --no-peers --output results.md
+
+One meta-iteration is the mean meta-gradient over a meta-batch of tasks
+(``skmaml._kernels._maml.meta_batch_grad``) followed by one Adam update
+(``skmaml._optim.AdamOptimizer(0.001).update``).  The peers (``benchmarks/_peers.py``) compute the
+same iteration as one JAX ``jit`` function, with ``torch.func`` (eager) and with ``torch.compile``.
+
+What is printed:
+
+* a header: versions, BLAS, CPU, date, git commit;
+* Table 1, the sinusoid workload of the MAML paper (25 tasks of 10 support + 10 query rows,
+  MLP [1, 40, 40, 1] ReLU, float32, inner_lr 0.01) for N in {1, 5} x {first, second order}:
+  median ms per iteration and interquartile range, first-call (compile) time in its own column,
+  GFLOP/s under the FLOP model printed below the table, and peer time / skmaml time;
+* Table 2, how skmaml's time scales when one factor at a time leaves the base case
+  (tasks, rows per task, hidden width, N), second and first order;
+* compile time: a fresh process with an empty ``NUMBA_CACHE_DIR`` (the first-ever compile) and a
+  second one reusing that cache (what every later ``import`` + first fit pays).
+
+Everything runs on one thread: the BLAS libraries that skmaml uses are limited with
+``threadpoolctl.threadpool_limits(1)``, torch with ``torch.set_num_threads(1)``, and XLA by setting
+``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`` before JAX is
+imported.  ``taskset -c 1`` additionally keeps the process (and its children) on one core.
+
+The machine this was written on is shared and noisy.  Hence: each number is the median over
+several timing blocks taken after a warm-up, the spread is shown as the interquartile range, the
+implementations of one Table-1 configuration are timed in interleaved rounds (so a slow period
+hits all of them alike), and every ratio is computed from timings of the same run -- never compare
+absolute times across runs or machines.
+
+Only numpy, numba and scipy are required; a peer that is not installed is reported as such.
+"""
+
+import argparse
+import gc
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+XLA_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+INNER_LR = 0.01
+META_LR = 0.001
+BASE = {"n_tasks": 25, "n_rows": 10, "hidden": 40, "n_steps": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# Workload
+# ---------------------------------------------------------------------------------------------
+
+def sinusoid_batch(rng, n_tasks, n_support, n_query):
+    """The MAML paper's regression tasks: ``y = A sin(x - phi)``, ``x ~ U[-5, 5]``.
+
+    Returns float32 arrays ``Xs (T, K, 1), ys (T, K, 1), Xq (T, Q, 1), yq (T, Q, 1)``.
+    """
+    amplitude = rng.uniform(0.1, 5.0, size=(n_tasks, 1, 1))
+    phase = rng.uniform(0.0, np.pi, size=(n_tasks, 1, 1))
+    xs = rng.uniform(-5.0, 5.0, size=(n_tasks, n_support, 1))
+    xq = rng.uniform(-5.0, 5.0, size=(n_tasks, n_query, 1))
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    return (f32(xs), f32(amplitude * np.sin(xs - phase)),
+            f32(xq), f32(amplitude * np.sin(xq - phase)))
+
+
+def init_theta(rng, layer_sizes):
+    """Glorot-uniform weights and zero biases, flat in the kernel layout, float32."""
+    parts = []
+    for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]):
+        limit = np.sqrt(6.0 / (n_in + n_out))
+        parts.append(rng.uniform(-limit, limit, size=n_in * n_out))
+        parts.append(np.zeros(n_out))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def mlp_products(layer_sizes):
+    """Multiply-adds per row of one forward pass, one gradient, one Hessian-vector product."""
+    fwd = grad = hvp = 0
+    for l, (n_in, n_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
+        macs = n_in * n_out
+        fwd += macs
+        grad += (1 if l == 0 else 2) * macs   # dW, plus delta propagation below layer 0
+        hvp += (3 if l == 0 else 6) * macs    # layer 0 has no incoming R-activation / delta
+    return fwd, grad, hvp
+
+
+def flops_per_iteration(layer_sizes, n_tasks, n_support, n_query, n_steps, first_order):
+    """FLOPs of one meta-iteration under the stated model (2 flops per multiply-add)."""
+    fwd, grad, hvp = mlp_products(layer_sizes)
+    per_task = n_steps * n_support * (fwd + grad) + n_query * (fwd + grad)
+    if not first_order:
+        per_task += n_steps * n_support * hvp
+    return 2.0 * n_tasks * per_task
+
+
+def flop_model_text(layer_sizes):
+    fwd, grad, hvp = mlp_products(layer_sizes)
+    return [
+        "FLOP model (the same count for every implementation; useful work, not what each one "
+        "does internally): only the matrix products the algorithm needs, 2 flops per "
+        "multiply-add. Per row and weight layer l (n_in x n_out): forward 1 product, gradient "
+        "2 (dW and delta propagation; 1 for the first layer), Hessian-vector product 6 (3 for "
+        "the first layer: no incoming R-activation, no delta below it). Per task: "
+        "N x support rows x (forward + gradient) + query rows x (forward + gradient) "
+        "+ [second order] N x support rows x HVP. The Adam update and elementwise work are not "
+        "counted.",
+        "For %s: forward %d, gradient %d, HVP %d multiply-adds per row." % (
+            list(layer_sizes), fwd, grad, hvp),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Implementations
+# ---------------------------------------------------------------------------------------------
+
+def build_skmaml(layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq):
+    """skmaml's meta-iteration as ``(step, get_loss)`` on the (T, K, d) batch, flattened."""
+    from skmaml._kernels._config import RELU
+    from skmaml._kernels._maml import meta_batch_grad, workspace_size
+    from skmaml._optim import AdamOptimizer
+
+    n_tasks, n_s, n_q = Xs.shape[0], Xs.shape[1], Xq.shape[1]
+    flat = lambda a: np.ascontiguousarray(a.reshape(-1, a.shape[-1]))  # noqa: E731
+    Xs2, ys2, Xq2, yq2 = flat(Xs), flat(ys), flat(Xq), flat(yq)
+    s_off = np.arange(n_tasks + 1, dtype=np.int64) * n_s
+    q_off = np.arange(n_tasks + 1, dtype=np.int64) * n_q
+    sizes = np.asarray(layer_sizes, dtype=np.int64)
+    theta = theta0.copy()
+    grad = np.empty_like(theta)
+    task_losses = np.empty(n_tasks, dtype=theta.dtype)
+    optimizer = AdamOptimizer(META_LR)
+    # Scratch memory kept across iterations, as the estimator's fit keeps it.
+    workspace = np.empty(workspace_size(sizes, s_off, q_off, n_steps, first_order),
+                         dtype=theta.dtype)
+    last = [float("nan")]
+
+    def step():
+        last[0] = meta_batch_grad(theta, sizes, RELU, Xs2, ys2, s_off, Xq2, yq2, q_off,
+                                  INNER_LR, n_steps, first_order, grad, task_losses, workspace)
+        optimizer.update(theta, grad)
+
+    return step, lambda: float(last[0])
+
+
+def build_peer(name, layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq):
+    import _peers
+    step, get_result = _peers.build_peer(name, list(layer_sizes), "relu", n_steps, first_order,
+                                         INNER_LR, META_LR, theta0, Xs, ys, Xq, yq, n_threads=1)
+    return step, lambda: get_result()[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
+
+class Timed:
+    """One implementation under test: first call, warm-up, then timing blocks on demand."""
+
+    def __init__(self, label, builder):
+        self.label = label
+        self.error = None
+        self.times = []
+        t0 = time.perf_counter()
+        try:
+            self.step, get_loss = builder()
+            self.step()
+            self.first_call = time.perf_counter() - t0
+            self.first_loss = get_loss()
+        except Exception as exc:  # report, do not abort the whole benchmark
+            self.error = "failed: %s: %s" % (type(exc).__name__, str(exc).splitlines()[0][:80])
+
+    def warm_up(self, min_seconds, block_seconds):
+        """Run >= 3 calls and >= ``min_seconds``; choose the calls per block from the rate."""
+        n, t0 = 0, time.perf_counter()
+        while n < 3 or time.perf_counter() - t0 < min_seconds:
+            self.step()
+            n += 1
+        per_call = (time.perf_counter() - t0) / n
+        self.n_inner = max(1, int(round(block_seconds / per_call)))
+        return per_call
+
+    def block(self):
+        step, n = self.step, self.n_inner
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step()
+            elapsed = time.perf_counter() - t0
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        self.times.append(elapsed / n)
+
+    def stats(self):
+        t = np.asarray(self.times)
+        return np.median(t), np.percentile(t, 25), np.percentile(t, 75)
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------
+
+def table(headers, rows, align):
+    """A padded Markdown table (readable on a terminal, renders as a table in Markdown)."""
+    cells = [list(map(str, headers))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def fmt(row):
+        out = []
+        for c, w, a in zip(row, widths, align):
+            out.append(c.rjust(w) if a == "r" else c.ljust(w))
+        return "| " + " | ".join(out) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2))
+                          for w, a in zip(widths, align)) + "|"
+    return [fmt(cells[0]), rule] + [fmt(r) for r in cells[1:]]
+
+
+def ms(seconds):
+    v = seconds * 1e3
+    if v >= 100:
+        return "%.0f" % v
+    if v >= 10:
+        return "%.1f" % v
+    if v >= 1:
+        return "%.2f" % v
+    return "%.3f" % v
+
+
+def sec(seconds):
+    return "%.3f" % seconds if seconds < 1 else "%.2f" % seconds
+
+
+class Report:
+    """Collects the lines printed to stdout, for ``--output``."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, *lines):
+        for line in lines:
+            print(line, flush=True)
+            self.lines.append(line)
+
+
+def progress(msg):
+    print("  ... " + msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Header
+# ---------------------------------------------------------------------------------------------
+
+def dist_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_description():
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        model = platform.processor() or "unknown"
+    simd = [f for f in ("avx2", "fma", "avx512f") if f in flags]
+    try:
+        affinity = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    return model, simd, os.cpu_count(), affinity
+
+
+def git_description():
+    try:
+        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "skmaml"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + (" (skmaml/ has uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def header(report, blas_before, blas_after, args):
+    import numba
+    import scipy
+
+    model, simd, n_cpu, affinity = cpu_description()
+    report("# skmaml meta-iteration benchmark", "")
+    report("- date: %s (local %s)" % (
+        datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")))
+    report("- python %s, numpy %s, numba %s (llvmlite %s), scipy %s, threadpoolctl %s" % (
+        platform.python_version(), np.__version__, numba.__version__,
+        dist_version("llvmlite"), scipy.__version__, dist_version("threadpoolctl")))
+    report("- jax %s (jaxlib %s), torch %s" % (
+        dist_version("jax"), dist_version("jaxlib"), dist_version("torch")))
+    for before, after in zip(blas_before, blas_after):
+        report("- BLAS: %s %s (%s, %s), %s; threads %s -> %s" % (
+            before.get("internal_api"), before.get("version"), before.get("architecture"),
+            before.get("threading_layer"), os.path.basename(before.get("filepath", "?")),
+            before.get("num_threads"), after.get("num_threads")))
+    report("- CPU: %s (%s); %d logical CPUs, this process may run on %s" % (
+        model, ", ".join(simd) or "no avx2/avx512 flags", n_cpu,
+        affinity if affinity is not None else "?"))
+    report("- skmaml git commit %s" % git_description())
+    report("- timing: median of %d blocks of ~%.0f ms after >= %.1f s warm-up (Table 2: fewer "
+           "rounds for its slowest cases); one thread everywhere (threadpoolctl, "
+           "torch.set_num_threads(1), XLA_FLAGS=%r)" % (
+               args.repeats, args.block_seconds * 1e3, args.warmup_seconds,
+               os.environ.get("XLA_FLAGS", "")))
+    if affinity is not None and len(affinity) > 1:
+        report("- WARNING: not pinned to one core; run under `taskset -c 1` for steadier numbers")
+    report("")
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 1
+# ---------------------------------------------------------------------------------------------
+
+def table1(report, args, peer_status):
+    layer_sizes = [1, 40, 40, 1]
+    n_tasks, n_support, n_query = 25, 10, 10
+    rng = np.random.default_rng(0)
+    Xs, ys, Xq, yq = sinusoid_batch(rng, n_tasks, n_support, n_query)
+    theta0 = init_theta(rng, layer_sizes)
+    step_values = (1,) if args.quick else (1, 5)
+
+    report("## Table 1: MAML sinusoid workload (25 tasks x (10 support + 10 query) rows, "
+           "MLP [1, 40, 40, 1] ReLU, float32, inner_lr 0.01, Adam(0.001), 1 thread)", "")
+    headers = ["N", "order", "implementation", "median ms/iter", "IQR ms", "first call s",
+               "GFLOP/s", "peer / skmaml", "rel. diff. loss it. 1"]
+    rows = []
+    for n_steps in step_values:
+        for first_order in (True, False):
+            order = "first" if first_order else "second"
+            flops = flops_per_iteration(layer_sizes, n_tasks, n_support, n_query, n_steps,
+                                        first_order)
+            progress("Table 1: N=%d %s order" % (n_steps, order))
+            impls = [Timed("skmaml", lambda: build_skmaml(
+                layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq))]
+            absent = []
+            for name, status in peer_status.items():
+                if status is True:
+                    impls.append(Timed(name, lambda name=name: build_peer(
+                        name, layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq)))
+                else:
+                    absent.append((name, status))
+            live = [t for t in impls if t.error is None]
+            for t in live:
+                t.warm_up(args.warmup_seconds, args.block_seconds)
+            # Interleaved rounds, rotating who goes first, so drift and noisy periods are shared.
+            for r in range(args.repeats):
+                for i in range(len(live)):
+                    live[(r + i) % len(live)].block()
+            ref = impls[0]
+            for t in impls:
+                if t.error is not None:
+                    rows.append([n_steps, order, t.label, t.error, "", "", "", "", ""])
+                    continue
+                med, q1, q3 = t.stats()
+                if t is ref:
+                    ratio, diff = "1 (reference)", "-"
+                elif ref.error is None:
+                    paired = np.asarray(t.times) / np.asarray(ref.times)
+                    ratio = "%.2fx (%.2f-%.2f)" % (np.median(paired),
+                                                   np.percentile(paired, 25),
+                                                   np.percentile(paired, 75))
+                    diff = "%.1e" % (abs(t.first_loss - ref.first_loss)
+                                     / max(abs(ref.first_loss), 1e-30))
+                else:
+                    ratio = diff = "-"
+                rows.append([n_steps, order, t.label, ms(med), "%s-%s" % (ms(q1), ms(q3)),
+                             sec(t.first_call), "%.2f" % (flops / med / 1e9), ratio, diff])
+            for name, status in absent:
+                rows.append([n_steps, order, name, status, "", "", "", "", ""])
+    report(*table(headers, rows, "rlllrrrrr"))
+    report("")
+    report(*["- " + line for line in flop_model_text(layer_sizes)])
+    report("- Per iteration: %s." % "; ".join(
+        "N=%d %s order %.2f MFLOP" % (n, "first" if fo else "second",
+                                      flops_per_iteration(layer_sizes, n_tasks, n_support,
+                                                          n_query, n, fo) / 1e6)
+        for n in step_values for fo in (True, False)))
+    report("- peer / skmaml = median over the interleaved rounds of (peer's block time / "
+           "skmaml's block time in the same round); > 1: skmaml is that many times faster. In "
+           "brackets the interquartile range of those per-round ratios.",
+           "- first call = build + first meta-iteration: for skmaml, loading the numba on-disk "
+           "cache (or compiling, if it is stale) on the first configuration only, since numba "
+           "compiles once per dtype, not per shape or N (cold compile: see the compile-time "
+           "section); for jax, tracing + XLA compilation (no persistent cache); for torch.compile,"
+           " dynamo + inductor %s; for torch.func, eager (no compilation)." % (
+               "with a fresh, empty inductor cache (a true cold compile)"
+               if not args.warm_torch_cache else "using the default inductor cache (may be warm)"),
+           "- rel. diff. loss it. 1 = |loss_peer - loss_skmaml| / loss_skmaml of the mean query "
+           "loss of the first iteration (same theta_0 and data): a check that the same "
+           "computation is timed.")
+    report("")
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 2
+# ---------------------------------------------------------------------------------------------
+
+def table2(report, args):
+    factors = [
+        ("tasks", "n_tasks", (25, 100, 400)),
+        ("rows/task (support = query)", "n_rows", (10, 100, 1000)),
+        ("hidden width (2 layers)", "hidden", (40, 128, 512)),
+        ("N inner steps", "n_steps", (1, 5, 10)),
+    ]
+    if args.quick:
+        factors = [(a, b, v[:2]) for a, b, v in factors]
+    results, bases = {}, {}
+    base_pool = {False: [], True: []}  # every block time of the base case, for its own row
+
+    def make(cfg, first_order):
+        layer_sizes = [1, cfg["hidden"], cfg["hidden"], 1]
+        rng = np.random.default_rng(1)
+        Xs, ys, Xq, yq = sinusoid_batch(rng, cfg["n_tasks"], cfg["n_rows"], cfg["n_rows"])
+        theta0 = init_theta(rng, layer_sizes)
+        t = Timed("skmaml", lambda: build_skmaml(layer_sizes, cfg["n_steps"], first_order,
+                                                  theta0, Xs, ys, Xq, yq))
+        if t.error is None:
+            t.per_call = t.warm_up(args.warmup_seconds, args.block_seconds)
+            t.flops = flops_per_iteration(layer_sizes, cfg["n_tasks"], cfg["n_rows"],
+                                          cfg["n_rows"], cfg["n_steps"], first_order)
+            t.task_rows = cfg["n_tasks"] * 2 * cfg["n_rows"]
+        return t
+
+    def measure(cfg, first_order):
+        """Time one case in rounds alternating with the base case (same order)."""
+        key = (tuple(sorted(cfg.items())), first_order)
+        if key in results:
+            return results[key]
+        progress("Table 2: %s, %s order" % (", ".join("%s=%s" % kv for kv in cfg.items()),
+                                             "first" if first_order else "second"))
+        if first_order not in bases:
+            bases[first_order] = make(BASE, first_order)
+        base = bases[first_order]
+        is_base = cfg == BASE
+        t = base if is_base else make(cfg, first_order)
+        if t.error is not None or base.error is not None:
+            results[key] = {"error": t.error or base.error}
+            return results[key]
+        # At least 5 rounds; at most --repeats, and fewer when a case's blocks are slow
+        # (keeps each case to a few seconds).
+        per_block = t.per_call * t.n_inner
+        n_rounds = max(5, min(args.repeats, int(max(3.0, args.repeats * args.block_seconds)
+                                                 / per_block)))
+        t.times, base.times = [], []
+        for r in range(n_rounds):
+            if is_base:
+                t.block()
+                continue
+            pair = (t, base) if r % 2 == 0 else (base, t)
+            pair[0].block()
+            pair[1].block()
+        base_pool[first_order].extend(base.times)
+        med, q1, q3 = t.stats()
+        slow = 1.0 if is_base else float(np.median(np.asarray(t.times) / np.asarray(base.times)))
+        results[key] = {"error": None, "med": med, "q1": q1, "q3": q3, "slow": slow,
+                        "work": t.flops / base.flops, "flops": t.flops,
+                        "task_rows": t.task_rows}
+        return results[key]
+
+    report("## Table 2: scaling of skmaml (float32, 1 thread, ReLU; one factor at a time from "
+           "the base: 25 tasks, 10 + 10 rows, hidden (40, 40), N = 1)", "")
+    headers = ["factor", "value", "order", "median ms/iter", "IQR ms", "work x base",
+               "time x base", "time/work x base", "us per task-row", "GFLOP/s"]
+    for title, key, values in factors:
+        for value in values:
+            for first_order in (False, True):
+                measure(dict(BASE, **{key: value}), first_order)
+    for first_order, pool in base_pool.items():
+        r = results.get((tuple(sorted(BASE.items())), first_order))
+        if pool and r is not None and r["error"] is None:
+            r["med"], r["q1"], r["q3"] = (np.median(pool), np.percentile(pool, 25),
+                                          np.percentile(pool, 75))
+    rows = []
+    for title, key, values in factors:
+        for value in values:
+            cfg = dict(BASE, **{key: value})
+            for first_order in (False, True):
+                order = "first" if first_order else "second"
+                r = measure(cfg, first_order)
+                mark = "%s%s" % (value, " (base)" if value == BASE[key] else "")
+                if r["error"] is not None:
+                    rows.append([title, mark, order, r["error"]] + [""] * 6)
+                    continue
+                rows.append([title, mark, order, ms(r["med"]),
+                             "%s-%s" % (ms(r["q1"]), ms(r["q3"])), "%.3g" % r["work"],
+                             "%.3g" % r["slow"], "%.2f" % (r["slow"] / r["work"]),
+                             "%.3g" % (r["med"] / r["task_rows"] * 1e6),
+                             "%.2f" % (r["flops"] / r["med"] / 1e9)])
+    report(*table(headers, rows, "lllrrrrrrr"))
+    report("")
+    report("- work x base = FLOPs (model of Table 1) relative to the base case of the same order.",
+           "- time x base = median over rounds of (this case's block time / the base case's "
+           "block time in the same round): each case is timed in rounds alternating with the "
+           "base case, so a noisy period affects both. The base rows show all base-case blocks "
+           "of the table pooled, so a case's ms/iter divided by the base's need not equal its "
+           "time x base exactly.",
+           "- time/work x base = (time x base) / (work x base): 1 means the time grows exactly "
+           "like the work; below 1, larger problems use the machine better; above 1, a slowdown "
+           "(e.g. a cache cliff at wide layers, or per-iteration allocation costs).",
+           "- us per task-row = median time / (tasks x (support + query) rows); GFLOP/s from the "
+           "median time.")
+    report("")
+
+
+# ---------------------------------------------------------------------------------------------
+# Compile time
+# ---------------------------------------------------------------------------------------------
+
+_CHILD = r"""
+import json, time
+c0 = time.process_time()
+t0 = time.perf_counter()
+from skmaml._kernels._maml import meta_batch_grad
+from skmaml._kernels._config import RELU
+from skmaml._optim import AdamOptimizer
+t1 = time.perf_counter()
+c1 = time.process_time()
+import numpy as np
+rng = np.random.default_rng(0)
+T, K = 25, 10
+sizes = np.array([1, 40, 40, 1], dtype=np.int64)
+def rows():
+    a = rng.uniform(0.1, 5, (T, 1)); p = rng.uniform(0, np.pi, (T, 1))
+    x = rng.uniform(-5, 5, (T, K))
+    return (x.reshape(-1, 1).astype(np.float32),
+            (a * np.sin(x - p)).reshape(-1, 1).astype(np.float32))
+Xs, ys = rows(); Xq, yq = rows()
+off = np.arange(T + 1, dtype=np.int64) * K
+theta = (0.1 * rng.standard_normal(1761)).astype(np.float32)
+grad = np.empty_like(theta); losses = np.empty(T, dtype=np.float32)
+opt = AdamOptimizer(0.001)
+c2 = time.process_time()
+t2 = time.perf_counter()
+meta_batch_grad(theta, sizes, RELU, Xs, ys, off, Xq, yq, off, 0.01, 1, False, grad, losses)
+t3 = time.perf_counter()
+opt.update(theta, grad)
+t4 = time.perf_counter()
+c4 = time.process_time()
+meta_batch_grad(theta, sizes, RELU, Xs, ys, off, Xq, yq, off, 0.01, 1, False, grad, losses)
+opt.update(theta, grad)
+t5 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "grad": t3 - t2, "update": t4 - t3, "second": t5 - t4,
+                  "cpu": (c1 - c0) + (c4 - c2)}))
+"""
+
+
+def compile_times(report):
+    progress("compile time: cold and warm numba cache in fresh processes")
+    cache_dir = tempfile.mkdtemp(prefix="skmaml_numba_cache_")
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, OPENBLAS_NUM_THREADS="1",
+               OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    results = {}
+    try:
+        for label in ("cold", "warm"):
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
+                                  text=True)
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                results[label] = "failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r["wall"] = wall
+            results[label] = r
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+    report("## Compile time (fresh processes, float32 [1, 40, 40, 1] ReLU, 25 tasks, N = 1, "
+           "second order)", "")
+    headers = ["numba cache", "import s", "first meta_batch_grad s", "first Adam update s",
+               "import + first iteration s", "same, CPU s", "second iteration ms",
+               "process wall s"]
+    rows = []
+    for label, desc in (("cold", "cold (empty NUMBA_CACHE_DIR)"), ("warm", "warm (same dir)")):
+        r = results.get(label)
+        if not isinstance(r, dict):
+            rows.append([desc, r or "not run"] + [""] * 6)
+            continue
+        total = r["import"] + r["grad"] + r["update"]
+        rows.append([desc, sec(r["import"]), sec(r["grad"]), sec(r["update"]), sec(total),
+                     sec(r["cpu"]), ms(r["second"]), sec(r["wall"])])
+    report(*table(headers, rows, "lrrrrrrr"))
+    report("")
+    warm = results.get("warm")
+    if isinstance(warm, dict):
+        total = warm["import"] + warm["grad"] + warm["update"]
+        report("- warm-cache import + first meta-iteration: %.2f s wall, %.2f s CPU (target "
+               "< 2 s: %s)." % (total, warm["cpu"], "met" if total < 2.0 else
+                                "NOT met" + (" in wall time, met in CPU time (the machine was "
+                                             "busy)" if warm["cpu"] < 2.0 else "")))
+    report("- cold = the first-ever compile of every kernel the meta-iteration needs (numba "
+           "compiles once per dtype; first_order, N and all shapes are run-time arguments); "
+           "warm = a new process loading those kernels from the on-disk cache. "
+           "import = `import skmaml._kernels._maml, skmaml._optim`, which runs the package's "
+           "`__init__` too. CPU time = process time of the same span (less sensitive to other load on a shared "
+           "machine; data set-up excluded); process wall includes interpreter start-up and the "
+           "numpy import.")
+    report("")
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Run pinned: taskset -c 1 python "
+                                       "benchmarks/bench_meta_step.py")
+    p.add_argument("--quick", action="store_true",
+                   help="short smoke run: N=1 only in Table 1, two values per factor in Table 2, "
+                        "few short blocks, default (possibly warm) torch.compile cache")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timing blocks per measurement (default 15, --quick 3)")
+    p.add_argument("--block-seconds", type=float, default=None,
+                   help="target length of one timing block (default 0.1 s, --quick 0.02 s)")
+    p.add_argument("--no-peers", action="store_true",
+                   help="time skmaml only (do not import jax or torch)")
+    p.add_argument("--warm-torch-cache", action="store_true",
+                   help="let torch.compile use its default on-disk cache (default: a fresh one, "
+                        "so its first-call time is a cold compile; --quick implies this)")
+    p.add_argument("--no-compile-time", action="store_true",
+                   help="skip the cold/warm compile-time subprocesses")
+    p.add_argument("--output", metavar="FILE",
+                   help="also write the report (Markdown) to FILE")
+    args = p.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 15
+    if args.block_seconds is None:
+        args.block_seconds = 0.02 if args.quick else 0.1
+    args.warmup_seconds = 0.05 if args.quick else 0.2
+    if args.quick:
+        args.warm_torch_cache = True
+    if args.repeats < 1 or args.block_seconds <= 0:
+        p.error("--repeats must be >= 1 and --block-seconds > 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    # Before anything can import jax or torch.
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "intra_op_parallelism_threads" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " " + XLA_SINGLE_THREAD).strip()
+    torch_cache = None
+    if not args.no_peers and not args.warm_torch_cache:
+        torch_cache = tempfile.mkdtemp(prefix="skmaml_bench_inductor_")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = torch_cache
+    sys.path.insert(0, HERE)
+    if REPO not in sys.path:
+        sys.path.insert(1, REPO)
+
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+        # Importing the kernels loads SciPy's BLAS (numba's gemm), so limit threads afterwards.
+        import skmaml._kernels._maml  # noqa: F401
+        import skmaml._optim  # noqa: F401
+        blas_before = [d for d in threadpool_info() if d.get("user_api") == "blas"]
+        limiter = threadpool_limits(limits=1)  # noqa: F841  (stays in force for the run)
+        blas_after = [d for d in threadpool_info() if d.get("user_api") == "blas"]
+
+        if args.no_peers:
+            peer_status = {name: "skipped (--no-peers)"
+                           for name in ("jax", "torch.func", "torch.compile")}
+        else:
+            progress("probing peers (imports torch if present and compiles a probe)")
+            import _peers
+            found = _peers.available_peers()
+            peer_status = {}
+            for name, ok in found.items():
+                if ok:
+                    peer_status[name] = True
+                elif name == "torch.compile" and found.get("torch.func"):
+                    peer_status[name] = "unavailable (%s)" % (_peers.TORCH_COMPILE_ERROR or "?")
+                else:
+                    peer_status[name] = "not installed"
+            if peer_status.get("jax") is True:
+                import jax  # noqa: F401  (now, so its import time is not a "first call")
+
+        report = Report()
+        header(report, blas_before, blas_after, args)
+        table1(report, args, peer_status)
+        table2(report, args)
+        if not args.no_compile_time:
+            compile_times(report)
+        report("Total run time of this script: %.0f s." % (time.perf_counter() - start))
+        if args.output:
+            with open(args.output, "w") as f:
+                f.write("\n".join(report.lines) + "\n")
+            print("(written to %s)" % args.output)
+    finally:
+        if torch_cache is not None:
+            shutil.rmtree(torch_cache, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
