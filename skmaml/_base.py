@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from ._kernels._config import ACTIVATION_CODES
 from ._kernels._maml import inner_adapt
-from ._kernels._mlp import forward
+from ._kernels._mlp import forward, loss_grad
 from ._optim import make_optimizer
 from ._parallel import MetaGradient
 from ._params import check_shapes, init_theta, layer_sizes_array, pack, unpack
@@ -331,12 +331,11 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                             break
             except KeyboardInterrupt:
                 warnings.warn("Meta-training interrupted by user.")
-            if episodes is not None and not self.early_stopping:
+            if (episodes is not None and not self.early_stopping
+                    and not self._query_losses_finite(theta, layer_sizes, activation, episodes)):
                 # The last update was never evaluated: a finite but overflowing theta (e.g. from
                 # a huge meta_lr) must not be returned as a model.
-                if not math.isfinite(meta_gradient(theta, *episodes, grad,
-                                                   task_losses[:episodes[2].shape[0] - 1])):
-                    self._diverged(theta_prev, layer_sizes)
+                self._diverged(theta_prev, layer_sizes)
         if epoch_losses and self.early_stopping:
             # The final, partial pass: its theta may still be the best one.
             if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes, activation):
@@ -351,6 +350,21 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 f"Maximum meta-iterations ({self.max_iter}) reached and the meta-optimisation "
                 "hasn't converged yet.", ConvergenceWarning, stacklevel=4)
         self._set_theta(theta, layer_sizes)
+
+    def _query_losses_finite(self, theta, layer_sizes, activation, episodes):
+        """Whether every task of a batch has a finite query loss after adapting from ``theta``
+        (adaptation and the loss only: no meta-gradient, no second-order sweep)."""
+        Xs, ys, s_off, Xq, yq, q_off = episodes
+        gradient = np.empty_like(theta)
+        for t in range(s_off.shape[0] - 1):
+            adapted = inner_adapt(theta, layer_sizes, activation, Xs[s_off[t]:s_off[t + 1]],
+                                  ys[s_off[t]:s_off[t + 1]], float(self.inner_lr),
+                                  int(self.n_inner_steps))
+            loss = loss_grad(adapted, layer_sizes, activation, Xq[q_off[t]:q_off[t + 1]],
+                             yq[q_off[t]:q_off[t + 1]], gradient)
+            if not math.isfinite(loss):
+                return False
+        return True
 
     def _diverged(self, last_finite_theta, layer_sizes):
         """Keep the last parameters whose query loss was finite and stop with a clear error."""
