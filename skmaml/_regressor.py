@@ -88,7 +88,7 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
     best_validation_score_ : float or None
         Best of ``validation_scores_``.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined when X has string column names.
     n_layers_ : int
     n_outputs_ : int

@@ -257,7 +257,9 @@ def make_linear_tasks(n_tasks=1000, n_samples=20, *, n_features=1, slope_range=(
 def make_polynomial_tasks(n_tasks=1000, n_samples=20, *, degree=2, coef_range=(-1.0, 1.0),
                           x_range=(-1.0, 1.0), noise=0.0, flat=False, return_params=False,
                           random_state=None):
-    """Polynomial regression tasks ``y = c_0 + c_1 x + ... + c_d x^d`` of one input.
+    """Polynomial regression tasks of one input, with random coefficients for each task.
+
+    Each task is ``y = c_0 + c_1 x + ... + c_d x^d``.
 
     Each task draws its coefficients ``c_k ~ U[coef_range]`` (or ``U[coef_range[k]]``), then
     ``n_samples`` inputs ``x ~ U[x_range]``. The default ``x_range`` is ``[-1, 1]`` so that every
