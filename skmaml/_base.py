@@ -7,7 +7,6 @@ episode sampling, the batch meta-gradient and the optimiser update; no per-row w
 
 import copy
 import math
-import time
 import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
@@ -24,6 +23,7 @@ from ._kernels._maml import inner_adapt
 from ._kernels._mlp import forward, loss_grad
 from ._optim import make_optimizer
 from ._parallel import MetaGradient
+from ._progress import Progress
 from ._params import check_shapes, init_theta, layer_sizes_array, pack, unpack
 from ._tasks import tasks_from_groups, tasks_from_list
 
@@ -289,7 +289,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         epoch_losses = []
         position = n_train  # start with a fresh epoch
         order = seeds = episodes = None
-        last_print = time.monotonic()
+        progress = Progress(self.max_iter, self.verbose)
         converged = False
         iterations_left = self.max_iter
         # theta of the previous iteration: when the current one diverges, it is the last one whose
@@ -318,14 +318,14 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                     epoch_losses.append(loss)
                     self.n_iter_ += 1
                     iterations_left -= 1
+                    if progress.enabled and not self.n_iter_ & (Progress.CHECK_EVERY - 1):
+                        progress.update(self.max_iter - iterations_left, loss,
+                                        self._last_validation_score())
                     if position >= n_train:  # a pass over the training tasks is complete
                         if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes,
                                               activation):
                             best_theta = theta.copy()
                         epoch_losses = []
-                        if self.verbose and time.monotonic() - last_print > 1.0:
-                            last_print = time.monotonic()
-                            self._print_progress(loss_curve[-1:])
                         if self._no_improvement_count > self.n_iter_no_change:
                             converged = True
                             break
@@ -340,8 +340,9 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             # The final, partial pass: its theta may still be the best one.
             if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes, activation):
                 best_theta = theta.copy()
-        if self.verbose:
-            self._print_progress(loss_curve[-1:])
+        progress.close(self.max_iter - iterations_left,
+                       loss_curve[-1] if loss_curve else float("nan"),
+                       self._last_validation_score())
         if self.early_stopping:
             theta = best_theta
             self.best_loss_ = None
@@ -399,12 +400,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             return True
         return False
 
-    def _print_progress(self, recent_losses):
-        line = (f"Meta-iteration {self.n_iter_}, query loss after adaptation = "
-                f"{np.mean(recent_losses):.6g}")
-        if self.early_stopping and self.validation_scores_:
-            line += f", validation score = {self.validation_scores_[-1]:.6g}"
-        print(line)
+    def _last_validation_score(self):
+        return self.validation_scores_[-1] if self.validation_scores_ else None
 
     def _set_theta(self, theta, layer_sizes):
         self.coefs_, self.intercepts_ = unpack(theta, layer_sizes)

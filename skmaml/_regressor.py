@@ -69,7 +69,8 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         for any ``n_jobs``; a batch too small to gain from threads is one chunk and runs directly.
         ``None`` means 1, ``-1`` all cores. BLAS stays single-threaded during ``fit``.
     verbose : int, default=0
-        Print progress (at most about once a second).
+        Show progress: a tqdm bar when tqdm is installed (``pip install "skmaml[progress]"``),
+        otherwise a printed line at most once a second. Either costs nothing measurable.
 
     Attributes
     ----------

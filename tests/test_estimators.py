@@ -794,16 +794,39 @@ def test_classifier_score_sample_weight(quiet):
 # -------------------------------------------------------------------------------------------------
 
 
-def test_verbose_prints_progress(capsys, quiet):
+@pytest.fixture(params=["lines", "bar"])
+def progress_mode(request, monkeypatch):
+    """Printed lines (tqdm missing) or a tqdm bar (tqdm installed, on stderr)."""
+    if request.param == "bar":
+        pytest.importorskip("tqdm")
+    else:
+        import builtins
+        real_import = builtins.__import__
+
+        def no_tqdm(name, *args, **kwargs):
+            if name.startswith("tqdm"):
+                raise ImportError(name)
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    return request.param
+
+
+def _shown(capsys):
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
+def test_verbose_prints_progress(capsys, quiet, progress_mode):
     _small_regressor(verbose=1).fit(_sinusoids())
-    out = capsys.readouterr().out
-    assert "Meta-iteration" in out
-    assert "loss" in out
+    shown = _shown(capsys)
+    assert ("Meta-iteration" if progress_mode == "lines" else "meta-training") in shown
+    assert "loss" in shown
 
 
-def test_verbose_with_early_stopping_shows_validation(capsys, quiet):
+def test_verbose_with_early_stopping_shows_validation(capsys, quiet, progress_mode):
     _early_stopping_regressor(verbose=1, max_iter=6).fit(_sinusoids(n_tasks=12))
-    assert "validation" in capsys.readouterr().out
+    assert "validation" in _shown(capsys)
 
 
 def test_not_verbose_prints_nothing(capsys, quiet):
