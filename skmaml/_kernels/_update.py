@@ -104,3 +104,12 @@ def adam_update(theta, grad, m, v, t, learning_rate, beta_1, beta_2, epsilon):
         m_hat = np.true_divide(m_i, bias_correction_1)
         v_hat = np.true_divide(v_i, bias_correction_2)
         theta[i] = theta[i] - np.true_divide(lr * m_hat, np.sqrt(v_hat) + eps)
+
+
+@njit(**JIT_OPTIONS)
+def all_finite(values):
+    """Whether every entry of the 1-D array ``values`` is finite (no temporary mask)."""
+    for i in range(values.shape[0]):
+        if not np.isfinite(values[i]):
+            return False
+    return True
