@@ -39,6 +39,6 @@ plot_html_show_formats = False
 plot_formats = [("png", 100)]
 plot_rcparams = {"figure.figsize": (7, 4)}
 
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_bench_meta_step.rst"]  # included by benchmarks.rst
 html_theme = "alabaster"
 html_static_path = []
