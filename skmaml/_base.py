@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from ._kernels._config import ACTIVATION_CODES
 from ._kernels._maml import inner_adapt
 from ._kernels._mlp import forward, loss_grad
-from ._kernels._update import all_finite
+from ._kernels._numeric import all_finite
 from ._optim import make_optimizer
 from ._parallel import MetaGradient
 from ._progress import Progress

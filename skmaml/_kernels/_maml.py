@@ -28,6 +28,7 @@ from ._config import JIT_OPTIONS
 from ._mlp import (_backprop_rows, _block_start, _forward_rows, _hvp_blocks, _loss_grad_rows,
                    _output_grad, _weight_grad_rows, buffer_size, layer_offsets, loss_grad, n_params,
                    width_offsets)
+from ._numeric import as_dtype_of
 
 
 @njit(**JIT_OPTIONS)
@@ -35,12 +36,6 @@ def _sgd_step(theta, grad, inner_lr, out):
     """``out = theta - inner_lr * grad`` (``inner_lr`` already in the arrays' dtype)."""
     for i in range(theta.shape[0]):
         out[i] = theta[i] - inner_lr * grad[i]
-
-
-@njit(**JIT_OPTIONS)
-def _as_dtype(value, like):
-    """``value`` as a scalar of ``like``'s dtype, so float32 loops stay float32."""
-    return np.full(1, value, dtype=like.dtype)[0]
 
 
 @njit(**JIT_OPTIONS)
@@ -66,7 +61,7 @@ def inner_adapt(theta, layer_sizes, activation, Xs, ys, inner_lr, n_steps):
     """
     adapted = theta.copy()
     grad = np.empty_like(theta)
-    lr = _as_dtype(inner_lr, theta)
+    lr = as_dtype_of(inner_lr, theta)
     for _ in range(n_steps):
         loss_grad(adapted, layer_sizes, activation, Xs, ys, grad)
         _sgd_step(adapted, grad, lr, adapted)
@@ -146,7 +141,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     woffsets = width_offsets(layer_sizes)
     n_par = n_params(layer_sizes)
     dtype = theta.dtype
-    lr = _as_dtype(inner_lr, theta)
+    lr = as_dtype_of(inner_lr, theta)
     n_s_all = Xs.shape[0]
     n_q_all = Xq.shape[0]
     n_s_max, n_q_max = _max_task_rows(s_offsets, q_offsets)
@@ -253,7 +248,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     mean_loss = 0.0
     for t in range(n_tasks):
         mean_loss += task_losses[t]
-    inv_tasks = _as_dtype(1.0 / n_tasks, theta)
+    inv_tasks = as_dtype_of(1.0 / n_tasks, theta)
     for i in range(n_par):
         grad_out[i] *= inv_tasks
     return mean_loss / n_tasks

@@ -9,27 +9,10 @@ reorder operations and change the result bits, or hide a NaN).
 """
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import njit
 
 from ._config import JIT_OPTIONS
-
-
-def _as_dtype_of(value, arr):
-    """``value`` rounded to the dtype of ``arr`` (pure-Python version, used without the JIT)."""
-    return arr.dtype.type(value)
-
-
-@overload(_as_dtype_of, jit_options=JIT_OPTIONS)
-def _as_dtype_of_impl(value, arr):
-    if isinstance(arr, types.Array):
-        dtype = arr.dtype  # a numba type such as float32; calling it in jit code is a cast
-
-        def impl(value, arr):
-            return dtype(value)
-
-        return impl
-    return None
+from ._numeric import as_dtype_of
 
 
 @njit(**JIT_OPTIONS)
@@ -46,7 +29,7 @@ def sgd_update(theta, grad, learning_rate):
     learning_rate : float
         β, rounded to theta's dtype.
     """
-    lr = _as_dtype_of(learning_rate, theta)
+    lr = as_dtype_of(learning_rate, theta)
     for i in range(theta.shape[0]):
         theta[i] = theta[i] - lr * grad[i]
 
@@ -84,14 +67,14 @@ def adam_update(theta, grad, m, v, t, learning_rate, beta_1, beta_2, epsilon):
     # so that numba calls pow() as Python and NumPy do: with an integer exponent it multiplies
     # repeatedly (llvm.powi), which differs in the last bit from step 4 on.
     t_float = np.float64(t)
-    lr = _as_dtype_of(learning_rate, theta)
-    decay_1 = _as_dtype_of(beta_1, theta)
-    decay_2 = _as_dtype_of(beta_2, theta)
-    weight_1 = _as_dtype_of(1.0 - beta_1, theta)
-    weight_2 = _as_dtype_of(1.0 - beta_2, theta)
-    bias_correction_1 = _as_dtype_of(1.0 - beta_1**t_float, theta)
-    bias_correction_2 = _as_dtype_of(1.0 - beta_2**t_float, theta)
-    eps = _as_dtype_of(epsilon, theta)
+    lr = as_dtype_of(learning_rate, theta)
+    decay_1 = as_dtype_of(beta_1, theta)
+    decay_2 = as_dtype_of(beta_2, theta)
+    weight_1 = as_dtype_of(1.0 - beta_1, theta)
+    weight_2 = as_dtype_of(1.0 - beta_2, theta)
+    bias_correction_1 = as_dtype_of(1.0 - beta_1**t_float, theta)
+    bias_correction_2 = as_dtype_of(1.0 - beta_2**t_float, theta)
+    eps = as_dtype_of(epsilon, theta)
     for i in range(theta.shape[0]):
         g = grad[i]
         m_i = decay_1 * m[i] + weight_1 * g
@@ -105,11 +88,3 @@ def adam_update(theta, grad, m, v, t, learning_rate, beta_1, beta_2, epsilon):
         v_hat = np.true_divide(v_i, bias_correction_2)
         theta[i] = theta[i] - np.true_divide(lr * m_hat, np.sqrt(v_hat) + eps)
 
-
-@njit(**JIT_OPTIONS)
-def all_finite(values):
-    """Whether every entry of the 1-D array ``values`` is finite (no temporary mask)."""
-    for i in range(values.shape[0]):
-        if not np.isfinite(values[i]):
-            return False
-    return True

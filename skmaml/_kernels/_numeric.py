@@ -1,0 +1,33 @@
+"""Small numeric helpers shared by the kernels."""
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+from ._config import JIT_OPTIONS
+
+
+def as_dtype_of(value, arr):
+    """``value`` rounded to the dtype of ``arr`` (pure-Python version, used without the JIT)."""
+    return arr.dtype.type(value)
+
+
+@overload(as_dtype_of, jit_options=JIT_OPTIONS)
+def as_dtype_of_impl(value, arr):
+    if isinstance(arr, types.Array):
+        dtype = arr.dtype  # a numba type such as float32; calling it in jit code is a cast
+
+        def impl(value, arr):
+            return dtype(value)
+
+        return impl
+    return None
+
+
+@njit(**JIT_OPTIONS)
+def all_finite(values):
+    """Whether every entry of the 1-D array ``values`` is finite (no temporary mask)."""
+    for i in range(values.shape[0]):
+        if not np.isfinite(values[i]):
+            return False
+    return True
