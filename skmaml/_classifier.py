@@ -8,7 +8,7 @@ from sklearn.utils.multiclass import check_classification_targets
 
 from ._base import BaseMAML
 from ._kernels._mlp import forward
-from ._kernels._sampling import sample_classification_episodes, task_class_counts
+from ._kernels._sampling import sample_classification_episodes, task_class_summary
 
 
 class MAMLClassifier(ClassifierMixin, BaseMAML):
@@ -108,10 +108,10 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         check_classification_targets(y)
         return y
 
-    def _n_way_of_tasks(self, task_set, codes, n_labels):
-        """Number of classes of each task."""
-        counts = task_class_counts(codes, task_set.offsets, n_labels)
-        return (counts > 0).sum(axis=1), counts
+    @staticmethod
+    def _n_way_of_tasks(task_set, codes, n_labels):
+        """Number of classes of each task, and rows of its smallest class (O(rows) memory)."""
+        return task_class_summary(codes, task_set.offsets, n_labels)
 
     def _encode_fit_targets(self, task_set):
         labels, codes = np.unique(self._labels_1d(task_set.y), return_inverse=True)
@@ -160,28 +160,33 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
 
     def _check_task_sizes(self, task_set, y_kernel, n_support, n_query):
         n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
-        counts = task_class_counts(y_kernel, task_set.offsets, n_labels)
+        # Per-task summaries, not a tasks x classes table: the "per_task" regime may span
+        # thousands of classes and tasks.
+        n_way, smallest = self._n_way_of_tasks(task_set, y_kernel, n_labels)
+        random_split = task_set.fixed_support < 0
         need = n_support + max(n_query, 0)
-        # The codes index classes_ ("shared") or the sorted labels of the data at hand ("per_task").
-        labels = self.classes_ if self.task_labels == "shared" else np.unique(task_set.y)
-        for t in range(task_set.n_tasks):
-            if task_set.fixed_support[t] >= 0:
-                continue
-            present = np.flatnonzero(counts[t])
-            short = present[counts[t, present] < need]
-            if short.size:
-                c = short[0]
-                raise ValueError(
-                    f"{task_set.names[t]} has {counts[t, c]} rows of class "
-                    f"{labels[c].tolist()!r}, but "
-                    f"n_support={n_support} rows per class" +
-                    (f" plus n_query={n_query}" if n_query > 0 else "") +
-                    " are needed (support sets are stratified). Lower n_support or drop the "
-                    "class from that task.")
-            if n_query < 0 and counts[t].sum() <= present.size * n_support:
+        short = np.flatnonzero(random_split & (smallest < need))
+        if short.size:
+            t = short[0]
+            rows = y_kernel[task_set.offsets[t]:task_set.offsets[t + 1]]
+            counts = np.bincount(rows, minlength=n_labels)
+            c = np.flatnonzero((counts > 0) & (counts < need))[0]
+            # The codes index classes_ ("shared") or the sorted labels of the data ("per_task").
+            labels = self.classes_ if self.task_labels == "shared" else np.unique(task_set.y)
+            raise ValueError(
+                f"{task_set.names[t]} has {counts[c]} rows of class {labels[c].tolist()!r}, but "
+                f"n_support={n_support} rows per class" +
+                (f" plus n_query={n_query}" if n_query > 0 else "") +
+                " are needed (support sets are stratified). Lower n_support or drop the class "
+                "from that task.")
+        if n_query < 0:
+            no_query = np.flatnonzero(random_split &
+                                      (task_set.sizes() <= n_way * n_support))
+            if no_query.size:
+                t = no_query[0]
                 raise ValueError(
                     f"{task_set.names[t]} has no row left for the query set after taking "
-                    f"n_support={n_support} rows of each of its {present.size} classes.")
+                    f"n_support={n_support} rows of each of its {n_way[t]} classes.")
 
     def _episode_sampler(self, y_kernel):
         n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0

@@ -23,8 +23,8 @@ concatenated in batch order with ``s_offsets`` (entry ``b`` owns rows ``s_offset
 and the same for the query rows with ``q_offsets``.
 
 Kernels trust their inputs; the estimator validates them (the preconditions are listed per function).
-:func:`task_class_counts` and :func:`task_class_summary` let it check feasibility once, before
-training, and give a clear error.
+:func:`task_class_summary` lets it check feasibility once, before training, and give a clear
+error.
 """
 
 import numpy as np
@@ -379,33 +379,6 @@ def sample_classification_episodes(
 # --------------------------------------------------------------------------------------------------
 # Feasibility checks for the estimator
 # --------------------------------------------------------------------------------------------------
-
-
-@njit(**JIT_OPTIONS)
-def task_class_counts(y, task_offsets, n_classes):
-    """Number of rows of each class in each task.
-
-    Dense: ``n_tasks * n_classes`` entries. With many classes (e.g. the ``"per_task"`` regime over
-    thousands of classes) prefer :func:`task_class_summary`.
-
-    Parameters
-    ----------
-    y : ndarray of shape (n_rows,), int64
-        Class codes, ``0 <= y < n_classes``.
-    task_offsets : ndarray of shape (n_tasks + 1,), int64
-    n_classes : int
-
-    Returns
-    -------
-    counts : ndarray of shape (n_tasks, n_classes), int64
-        ``counts[t, c]`` = number of rows of task ``t`` with label ``c``.
-    """
-    n_tasks = task_offsets.shape[0] - 1
-    counts = np.zeros((n_tasks, n_classes), dtype=np.int64)
-    for t in range(n_tasks):
-        for r in range(task_offsets[t], task_offsets[t + 1]):
-            counts[t, y[r]] += 1
-    return counts
 
 
 @njit(**JIT_OPTIONS)
