@@ -261,6 +261,38 @@ class Report:
             print(line, flush=True)
             self.lines.append(line)
 
+    def write(self, path):
+        """Write the collected lines to ``path`` (the scripts' ``--output``), if given."""
+        if path:
+            with open(path, "w") as f:
+                f.write("\n".join(self.lines) + "\n")
+            print("(written to %s)" % path)
+
+
+def accuracy_header(report, title):
+    """Title, date, library versions, CPU and load, commit and command line of an accuracy script."""
+    import numba
+    import scipy
+    import sklearn
+
+    import skmaml
+
+    model, simd, n_cpu, affinity = cpu_description()
+    try:
+        load = "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        load = "?"
+    report("# " + title, "")
+    report("- date: %s" % datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    report("- python %s, skmaml %s, numpy %s, numba %s (llvmlite %s), scikit-learn %s, scipy %s"
+           % (platform.python_version(), skmaml.__version__, np.__version__, numba.__version__,
+              dist_version("llvmlite"), sklearn.__version__, scipy.__version__))
+    report("- CPU: %s (%s); %d logical CPUs, this process may run on %s; load average %s at "
+           "start" % (model, ", ".join(simd) or "no avx2/avx512 flags", n_cpu,
+                      affinity if affinity is not None else "?", load))
+    report("- skmaml git commit %s" % git_description())
+    report("- command: %s" % " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]))
+
 
 def progress(msg):
     print("  ... " + msg, file=sys.stderr, flush=True)
@@ -721,10 +753,7 @@ def main(argv=None):
         if not args.no_compile_time:
             compile_times(report)
         report("Total run time of this script: %.0f s." % (time.perf_counter() - start))
-        if args.output:
-            with open(args.output, "w") as f:
-                f.write("\n".join(report.lines) + "\n")
-            print("(written to %s)" % args.output)
+        report.write(args.output)
     finally:
         if torch_cache is not None:
             shutil.rmtree(torch_cache, ignore_errors=True)

@@ -424,10 +424,7 @@ def main(argv=None):
         worst, TARGETS["sinusoid"], verdict(worst, TARGETS["sinusoid"])))
     report("- load average at end: %.2f, %.2f, %.2f" % os.getloadavg())
     report("", "Total run time of this script: %.0f s." % (time.perf_counter() - start))
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write("\n".join(report.lines) + "\n")
-        print("(written to %s)" % args.output)
+    report.write(args.output)
 
 
 if __name__ == "__main__":

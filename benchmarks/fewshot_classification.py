@@ -57,11 +57,9 @@ import argparse
 import copy
 import itertools
 import os
-import platform
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
 
 import numpy as np
 
@@ -71,7 +69,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from bench_meta_step import (  # noqa: E402  (after the path set-up)
-    Report, cpu_description, dist_version, git_description, table)
+    Report, accuracy_header, table)
 
 N_WAY = 3
 SHOTS = (1, 5)
@@ -427,27 +425,7 @@ def test(stage, chosen, args, report):
 # ---------------------------------------------------------------------------------------------
 
 def header(report, args):
-    import numba
-    import scipy
-    import sklearn
-
-    import skmaml
-
-    model, simd, n_cpu, affinity = cpu_description()
-    try:
-        load = "%.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        load = "?"
-    report("# Few-shot classification of unseen digit classes with skmaml", "")
-    report("- date: %s" % datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"))
-    report("- python %s, skmaml %s, numpy %s, numba %s (llvmlite %s), scikit-learn %s, scipy %s"
-           % (platform.python_version(), skmaml.__version__, np.__version__, numba.__version__,
-              dist_version("llvmlite"), sklearn.__version__, scipy.__version__))
-    report("- CPU: %s (%s); %d logical CPUs, this process may run on %s; load average %s at "
-           "start" % (model, ", ".join(simd) or "no avx2/avx512 flags", n_cpu,
-                      affinity if affinity is not None else "?", load))
-    report("- skmaml git commit %s" % git_description())
-    report("- command: %s" % " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]))
+    accuracy_header(report, "Few-shot classification of unseen digit classes with skmaml")
     report("- run: %s, random_state=%d, n_jobs=%d, dtype float32; %d-way, shots %s, %d query "
            "rows per class" % ("QUICK (smoke run: small grids, few episodes)" if args.quick
                                else "full", args.random_state, args.n_jobs, N_WAY,
@@ -498,10 +476,7 @@ def main(argv=None):
     test(final, chosen, args, report)
 
     report("Total run time of this script: %.0f s." % (time.perf_counter() - script_start))
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write("\n".join(report.lines) + "\n")
-        print("(written to %s)" % args.output)
+    report.write(args.output)
 
 
 if __name__ == "__main__":

@@ -43,11 +43,9 @@ change the training time here; it is passed through for completeness.
 import argparse
 import copy
 import os
-import platform
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
 
 import numpy as np
 
@@ -57,7 +55,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from bench_meta_step import (  # noqa: E402  (after the path set-up)
-    Report, cpu_description, dist_version, git_description, table)
+    Report, accuracy_header, table)
 
 # The paper's hyper-parameters (section 5.1 and appendix A.1).
 HIDDEN = (40, 40)
@@ -187,27 +185,7 @@ def fmt_ci(mean, ci):
 
 
 def header(report, args, max_iter):
-    import numba
-    import scipy
-    import sklearn
-
-    import skmaml
-
-    model, simd, n_cpu, affinity = cpu_description()
-    try:
-        load = "%.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        load = "?"
-    report("# MAML sinusoid regression (Finn et al. 2017, section 5.1) with skmaml", "")
-    report("- date: %s" % datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"))
-    report("- python %s, skmaml %s, numpy %s, numba %s (llvmlite %s), scikit-learn %s, scipy %s"
-           % (platform.python_version(), skmaml.__version__, np.__version__, numba.__version__,
-              dist_version("llvmlite"), sklearn.__version__, scipy.__version__))
-    report("- CPU: %s (%s); %d logical CPUs, this process may run on %s; load average %s at "
-           "start" % (model, ", ".join(simd) or "no avx2/avx512 flags", n_cpu,
-                      affinity if affinity is not None else "?", load))
-    report("- skmaml git commit %s" % git_description())
-    report("- command: %s" % " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]))
+    accuracy_header(report, "MAML sinusoid regression (Finn et al. 2017, section 5.1) with skmaml")
     report("- run: %s, %d meta-iterations, random_state=%d, n_jobs=%d, dtype float32"
            % ("QUICK (smoke run, not the paper's budget)" if args.quick else "full",
               max_iter, args.random_state, args.n_jobs))
@@ -334,10 +312,7 @@ def main(argv=None):
     report("- MAML training: %.1f s wall, %.1f s CPU for %d meta-iterations (target < 30 s "
            "wall for %d)." % (maml_wall, maml_cpu, maml.n_iter_, FULL_ITERATIONS))
     report("", "Total run time of this script: %.0f s." % (time.perf_counter() - script_start))
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write("\n".join(report.lines) + "\n")
-        print("(written to %s)" % args.output)
+    report.write(args.output)
 
 
 if __name__ == "__main__":
