@@ -57,6 +57,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from bench_meta_step import ms  # noqa: E402  (shared formatting; stdlib + numpy only)
 
 TARGETS = {"heavy": 1.7, "sinusoid": 0.95}
 SEED_HIGH = np.iinfo(np.int64).max
@@ -230,15 +232,6 @@ def compare(variants, repeats, block_seconds, warmup_seconds, min_warmup_calls=2
     return times, t1 / t2, {label: c / w for label, (c, w) in cpu.items()}
 
 
-def ms(seconds):
-    v = seconds * 1e3
-    if v >= 100:
-        return "%.0f" % v
-    if v >= 10:
-        return "%.1f" % v
-    if v >= 1:
-        return "%.2f" % v
-    return "%.3f" % v
 
 
 def verdict(speedup, target):

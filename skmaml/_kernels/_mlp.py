@@ -187,21 +187,27 @@ def _squared_error_grad(Z, z_off, n, m, y, y0, D, d_off):
     return loss * scale
 
 
+@njit(**JIT_OPTIONS)
+def _log_sum_exp(Z, row, m):
+    """``log(sum(exp(Z[row : row + m])))`` computed stably."""
+    top = Z[row]
+    for j in range(1, m):
+        top = max(top, Z[row + j])
+    total = 0.0
+    for j in range(m):
+        total += np.exp(Z[row + j] - top)
+    return top + np.log(total)
+
+
 def _softmax_cross_entropy_grad(Z, z_off, n, m, y, y0, D, d_off):
     loss = 0.0
     for i in range(n):
         row = z_off + i * m
-        top = Z[row]
-        for j in range(1, m):
-            top = max(top, Z[row + j])
-        total = 0.0
-        for j in range(m):
-            total += np.exp(Z[row + j] - top)
-        log_total = np.log(total)
+        log_total = _log_sum_exp(Z, row, m)
         label = y[y0 + i]
-        loss += top + log_total - Z[row + label]
+        loss += log_total - Z[row + label]
         for j in range(m):
-            D[d_off + i * m + j] = np.exp(Z[row + j] - top - log_total) / n
+            D[d_off + i * m + j] = np.exp(Z[row + j] - log_total) / n
         D[d_off + i * m + label] -= 1.0 / n
     return loss / n
 
@@ -216,15 +222,10 @@ def _softmax_cross_entropy_hess_dot(Z, z_off, n, m, y, y0, R, r_off, out, o_off)
     # Hessian of log-sum-exp, row by row: (diag(p) - p p^T) / n.
     for i in range(n):
         row = z_off + i * m
-        top = Z[row]
-        for j in range(1, m):
-            top = max(top, Z[row + j])
-        total = 0.0
-        for j in range(m):
-            total += np.exp(Z[row + j] - top)
+        log_total = _log_sum_exp(Z, row, m)
         p_dot_r = 0.0
         for j in range(m):
-            p = np.exp(Z[row + j] - top) / total
+            p = np.exp(Z[row + j] - log_total)
             out[o_off + i * m + j] = p
             p_dot_r += p * R[r_off + i * m + j]
         for j in range(m):
