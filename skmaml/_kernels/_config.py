@@ -8,7 +8,7 @@ loss can never disagree.
 # ``cache=True`` keeps ``import skmaml`` and the first fit fast after the first-ever compile.
 # ``nogil=True`` lets joblib threads run kernels side by side. No ``fastmath``: flags such as
 # ``nnan``/``ninf`` would let a diverging meta-training produce NaN that is never seen.
-# ``parallel=True`` is never used (it must not be combined with ``cache=True``).
+# numba's parallel mode is never used: it must not be combined with the on-disk cache.
 # ``error_model="numpy"``: division by zero gives inf/NaN (still detected by the estimator) instead of
 # a per-division zero check that stops loops from vectorising (measured 3.5x on the Adam update).
 JIT_OPTIONS = {"nogil": True, "cache": True, "error_model": "numpy"}
