@@ -152,8 +152,9 @@ class MetaIteration:
                                           workload["n_steps"], workload["first_order"], n_jobs)
         self.sample = sample_regression_episodes
         self.batch_size = workload["batch"]
-        self.n_support, self.n_query = workload["n_support"], workload["n_query"]
         self.n_tasks = self.offsets.shape[0] - 1
+        self.support_sizes = np.full(self.n_tasks, workload["n_support"], dtype=np.int64)
+        self.n_query = workload["n_query"]
         self.grad = np.empty_like(self.theta)
         self.task_losses = np.empty(self.batch_size, dtype=self.theta.dtype)
         self.position = self.n_tasks
@@ -169,7 +170,7 @@ class MetaIteration:
         seeds = self.seeds[self.position:self.position + self.batch_size]
         self.position += self.batch_size
         Xs, ys, s_off, Xq, yq, q_off = self.sample(self.X, self.Y, self.offsets, self.fixed,
-                                                   batch, seeds, self.n_support, self.n_query)
+                                                   batch, seeds, self.support_sizes, self.n_query)
         self.loss = self.meta_gradient(self.theta, Xs, ys, s_off, Xq, yq, q_off, self.grad,
                                        self.task_losses[:batch.shape[0]])
         self.optimizer.update(self.theta, self.grad)

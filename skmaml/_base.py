@@ -99,12 +99,20 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         """Set target-related fitted attributes; return (kernel targets, n_outputs)."""
 
     @abstractmethod
-    def _check_task_sizes(self, task_set, y_kernel, n_support, n_query):
-        """Raise a clear error for a task too small for the episode sizes."""
+    def _largest_supports(self, task_set, y_kernel, n_query, min_query):
+        """Per task, the most support rows (per class for a classifier) it can give while keeping
+        its query rows (``n_query``, or at least ``min_query`` when -1); < 1 where it cannot."""
+
+    # Query rows a task needs for the estimator's own score metric (R² needs two).
+    _min_query_rows_to_score = 1
+
+    @abstractmethod
+    def _small_task_facts(self, task_set, y_kernel, t):
+        """What limits task ``t``'s support set, for messages: e.g. "group 'a' has 4 rows"."""
 
     @abstractmethod
     def _episode_sampler(self, y_kernel):
-        """A function ``(X, y_kernel, offsets, fixed_support, batch, seeds, n_support, n_query)``
+        """A function ``(X, y_kernel, offsets, fixed_support, batch, seeds, support_sizes, n_query)``
         making one compiled sampler call -> (Xs, ys, s_offsets, Xq, yq, q_offsets). Built once
         per fit or score, so nothing about the labels is recomputed per meta-iteration."""
 
@@ -219,11 +227,44 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         task_set = self._validate_fit_input(X, y, groups)
         y_kernel, n_outputs = self._encode_fit_targets(task_set)
         n_query = -1 if self.n_query is None else self.n_query
-        self._check_task_sizes(task_set, y_kernel, self.n_support, n_query)
-        self._meta_train(task_set, y_kernel, hidden, n_outputs, n_query)
+        support_sizes = self._support_sizes(task_set, y_kernel, self.n_support, n_query)
+        self._meta_train(task_set, y_kernel, support_sizes, hidden, n_outputs, n_query)
         return self
 
-    def _meta_train(self, task_set, y_kernel, hidden, n_outputs, n_query):
+    def _support_sizes(self, task_set, y_kernel, n_support, n_query, min_query=1, warn=True):
+        """Support rows (per class for a classifier) of each task: ``n_support``, or for a task too
+        small for it the most it can give while keeping its query rows, with one warning.
+
+        As ``MLPRegressor`` clips a ``batch_size`` larger than the data: a user with a few small
+        tasks (or sklearn's checks, fitting one task of ten rows) gets a model, and is told. A task
+        that cannot give one support row (per class) and its query rows is an error. Tasks with a
+        given split (4-tuples) keep it.
+        """
+        largest = self._largest_supports(task_set, y_kernel, n_query, min_query)
+        random_split = task_set.fixed_support < 0
+        per_class = " per class" if self._target_dtype() != "numeric" else ""
+        query = (f"n_query={n_query} query rows{per_class}" if n_query > 0 else
+                 "at least one query row" if min_query == 1 else
+                 f"at least {min_query} query rows (to score)")
+        impossible = np.flatnonzero(random_split & (largest < 1))
+        if impossible.size:
+            t = impossible[0]
+            raise ValueError(
+                f"{self._small_task_facts(task_set, y_kernel, t)}: too few for one support row"
+                f"{per_class} and {query} ({impossible.size} task(s) are too small). Drop or "
+                "merge small tasks" + (", or lower n_query." if n_query > 0 else "."))
+        shrunk = np.flatnonzero(random_split & (largest < n_support))
+        if shrunk.size and warn:
+            t = shrunk[0]
+            warnings.warn(
+                f"n_support={n_support}{per_class} is more than {shrunk.size} of "
+                f"{task_set.n_tasks} task(s) can give while keeping {query}; each of them uses "
+                f"the largest support set it can ({self._small_task_facts(task_set, y_kernel, t)}"
+                f", so it uses {largest[t]}). Lower n_support, or drop or merge small tasks, to "
+                "silence this warning.", UserWarning, stacklevel=4)
+        return np.where(random_split, np.minimum(largest, n_support), n_support).astype(np.int64)
+
+    def _meta_train(self, task_set, y_kernel, support_sizes, hidden, n_outputs, n_query):
         rng = check_random_state(self.random_state)
         dtype = task_set.X.dtype
         layer_sizes = layer_sizes_array(task_set.X.shape[1], hidden, n_outputs)
@@ -268,10 +309,17 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                           task_set.n_tasks - 1)
             order = rng.permutation(task_set.n_tasks)
             train_idx, valid_idx = np.sort(order[n_valid:]), np.sort(order[:n_valid])
-            valid = (task_set.subset(valid_idx), y_kernel_subset(y_kernel, task_set, valid_idx))
+            valid_set = task_set.subset(valid_idx)
+            valid_y = y_kernel_subset(y_kernel, task_set, valid_idx)
+            # Scored with the estimator's metric, which may need more query rows than training;
+            # the warning about small tasks has been given already.
+            valid = (valid_set, valid_y,
+                     self._support_sizes(valid_set, valid_y, self.n_support, -1,
+                                         self._min_query_rows_to_score, warn=False))
             best_theta = theta.copy()
         train = task_set.subset(train_idx) if valid is not None else task_set
         y_train = y_kernel_subset(y_kernel, task_set, train_idx) if valid is not None else y_kernel
+        train_support = support_sizes[train_idx]
 
         n_train = train.n_tasks
         batch_size = self.meta_batch_size
@@ -284,7 +332,6 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         meta_gradient = MetaGradient(layer_sizes, activation, self.inner_lr, self.n_inner_steps,
                                      self.first_order, self.n_jobs)
         X_train, offsets, fixed = train.X, train.offsets, train.fixed_support
-        n_support = int(self.n_support)
         sample_episodes = self._episode_sampler(y_train)
 
         loss_curve = self.loss_curve_
@@ -301,14 +348,14 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             try:
                 while iterations_left > 0:
                     if position >= n_train:
-                        order = rng.permutation(n_train)
+                        order = _epoch_order(rng.permutation(n_train), batch_size)
                         seeds = rng.randint(0, _SEED_HIGH, size=n_train, dtype=np.int64)
                         position = 0
                     batch = order[position:position + batch_size]
                     batch_seeds = seeds[position:position + batch_size]
                     position += batch_size
                     episodes = sample_episodes(X_train, y_train, offsets, fixed, batch,
-                                               batch_seeds, n_support, n_query)
+                                               batch_seeds, train_support, n_query)
                     loss = meta_gradient(theta, *episodes, grad, task_losses[:batch.shape[0]])
                     if not (math.isfinite(loss) and all_finite(grad)):
                         self._diverged(theta_prev, layer_sizes)
@@ -389,9 +436,9 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 self._no_improvement_count = 0
             self.best_loss_ = min(self.best_loss_, epoch_loss)
             return False
-        valid_tasks, valid_y = valid
+        valid_tasks, valid_y, valid_support = valid
         score = self._few_shot_score_theta(theta, layer_sizes, activation, valid_tasks, valid_y,
-                                           self.n_support, 0, None)
+                                           valid_support, 0, None)
         self.validation_scores_.append(score)
         if score < self.best_validation_score_ + self.tol:
             self._no_improvement_count += 1
@@ -480,8 +527,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     # Few-shot scoring
     # ---------------------------------------------------------------------------------------------
 
-    def _score_tasks(self, X, y, groups, n_support):
-        """Validate score input into a TaskSet and kernel targets."""
+    def _score_tasks(self, X, y, groups, n_support, min_query):
+        """Validate score input into a TaskSet, kernel targets and support sizes."""
         check_is_fitted(self)
         X, y = validate_data(self, X, y, reset=False, dtype=[np.float64, np.float32],
                              multi_output=True, y_numeric=self._target_dtype() == "numeric")
@@ -490,13 +537,14 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         theta, _ = self._theta()
         task_set = tasks_from_groups(np.ascontiguousarray(X, dtype=theta.dtype), y, groups)
         y_kernel = self._encode_score_targets(task_set)
-        self._check_task_sizes(task_set, y_kernel, n_support, -1)
-        return task_set, y_kernel
+        return task_set, y_kernel, self._support_sizes(task_set, y_kernel, n_support, -1,
+                                                       min_query)
 
     def _few_shot_score_theta(self, theta, layer_sizes, activation, task_set, y_kernel,
-                              n_support, random_state, sample_weight, n_inner_steps=None,
+                              support_sizes, random_state, sample_weight, n_inner_steps=None,
                               scorer=None):
-        """Mean over tasks of the metric on query rows after adapting on ``n_support`` rows.
+        """Mean over tasks of the metric on query rows after adapting on ``support_sizes[t]``
+        rows (per class for a classifier) of each task ``t``.
 
         Episodes come from the same compiled sampler as training, seeded by ``random_state``, so a
         fixed seed gives the same support rows for every candidate of a search.
@@ -511,7 +559,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         seeds = rng.randint(0, _SEED_HIGH, size=task_set.n_tasks, dtype=np.int64)
         batch = np.arange(task_set.n_tasks, dtype=np.int64)
         Xs, ys, s_off, Xq, yq, q_off = self._episode_sampler(y_kernel)(
-            X, y_kernel, task_set.offsets, task_set.fixed_support, batch, seeds, n_support, -1)
+            X, y_kernel, task_set.offsets, task_set.fixed_support, batch, seeds, support_sizes, -1)
         scores = []
         for t in range(task_set.n_tasks):
             Xs_t, Xq_t = Xs[s_off[t]:s_off[t + 1]], Xq[q_off[t]:q_off[t + 1]]
@@ -534,7 +582,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     def _few_shot_score(self, X, y, groups, sample_weight, *, n_support, n_inner_steps=None,
                         random_state=0, scorer=None):
         """Validate, then :meth:`_few_shot_score_theta` (shared by ``score`` and FewShotScorer)."""
-        task_set, y_kernel = self._score_tasks(X, y, groups, n_support)
+        min_query = self._min_query_rows_to_score if scorer is None else 1
+        task_set, y_kernel, support_sizes = self._score_tasks(X, y, groups, n_support, min_query)
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
             if sample_weight.shape[0] != task_set.X.shape[0]:
@@ -543,7 +592,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             sample_weight = sample_weight[task_set.order]
         theta, layer_sizes = self._theta()
         return self._few_shot_score_theta(theta, layer_sizes, ACTIVATION_CODES[self.activation],
-                                          task_set, y_kernel, n_support, random_state,
+                                          task_set, y_kernel, support_sizes, random_state,
                                           sample_weight, n_inner_steps, scorer)
 
     def score(self, X, y, groups=None, sample_weight=None):
@@ -592,3 +641,16 @@ def y_kernel_subset(y_kernel, task_set, task_indices):
     """Rows of the kernel targets belonging to ``task_indices`` (in that order)."""
     rows = [np.arange(task_set.offsets[t], task_set.offsets[t + 1]) for t in task_indices]
     return np.ascontiguousarray(y_kernel[np.concatenate(rows)])
+
+
+def _epoch_order(permutation, batch_size):
+    """The shuffled task order of one epoch with each meta-batch's tasks in increasing index.
+
+    Which tasks share a meta-batch stays random; the order they reach the kernel in does not. The
+    batch's mean meta-gradient is a floating-point sum over its tasks' rows (inside BLAS products
+    over all support rows), so its last bits depend on that order: with it fixed, a meta-iteration
+    depends on which tasks it holds only, e.g. a fit of 3 and a warm-started fit of 2 more full
+    batches of fixed tasks equal one fit of 5, on any BLAS kernel.
+    """
+    batch_of_position = np.arange(permutation.shape[0]) // batch_size
+    return permutation[np.lexsort((permutation, batch_of_position))]

@@ -158,43 +158,34 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
                 "task_labels='per_task'.")
         return np.searchsorted(self.classes_, y).astype(np.int64)
 
-    def _check_task_sizes(self, task_set, y_kernel, n_support, n_query):
+    def _largest_supports(self, task_set, y_kernel, n_query, min_query):
         n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
         # Per-task summaries, not a tasks x classes table: the "per_task" regime may span
         # thousands of classes and tasks.
         n_way, smallest = self._n_way_of_tasks(task_set, y_kernel, n_labels)
-        random_split = task_set.fixed_support < 0
-        need = n_support + max(n_query, 0)
-        short = np.flatnonzero(random_split & (smallest < need))
-        if short.size:
-            t = short[0]
-            rows = y_kernel[task_set.offsets[t]:task_set.offsets[t + 1]]
-            counts = np.bincount(rows, minlength=n_labels)
-            c = np.flatnonzero((counts > 0) & (counts < need))[0]
-            # The codes index classes_ ("shared") or the sorted labels of the data ("per_task").
-            labels = self.classes_ if self.task_labels == "shared" else np.unique(task_set.y)
-            raise ValueError(
-                f"{task_set.names[t]} has {counts[c]} rows of class {labels[c].tolist()!r}, but "
-                f"n_support={n_support} rows per class" +
-                (f" plus n_query={n_query}" if n_query > 0 else "") +
-                " are needed (support sets are stratified). Lower n_support or drop the class "
-                "from that task.")
+        shots = smallest - max(n_query, 0)
         if n_query < 0:
-            no_query = np.flatnonzero(random_split &
-                                      (task_set.sizes() <= n_way * n_support))
-            if no_query.size:
-                t = no_query[0]
-                raise ValueError(
-                    f"{task_set.names[t]} has no row left for the query set after taking "
-                    f"n_support={n_support} rows of each of its {n_way[t]} classes.")
+            # All of a task's rows outside the support are its query: keep at least one.
+            shots = np.where(task_set.sizes() - n_way * shots >= min_query, shots, shots - 1)
+        return shots
+
+    def _small_task_facts(self, task_set, y_kernel, t):
+        rows = y_kernel[task_set.offsets[t]:task_set.offsets[t + 1]]
+        counts = np.bincount(rows)
+        c = np.flatnonzero(counts == counts[counts > 0].min())[0]
+        # The codes index classes_ ("shared") or the sorted labels of the data ("per_task").
+        labels = self.classes_ if self.task_labels == "shared" else np.unique(task_set.y)
+        n = counts[c]
+        return (f"{task_set.names[t]} has {n} row{'s' if n != 1 else ''} of class "
+                f"{labels[c].tolist()!r}, its smallest, and {rows.shape[0]} in all")
 
     def _episode_sampler(self, y_kernel):
         n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
         relabel = self.task_labels == "per_task"
 
-        def sample(X, y, offsets, fixed_support, batch, seeds, n_support, n_query):
+        def sample(X, y, offsets, fixed_support, batch, seeds, support_sizes, n_query):
             return sample_classification_episodes(X, y, offsets, fixed_support, batch, seeds,
-                                                  n_support, n_query, n_labels, relabel)
+                                                  support_sizes, n_query, n_labels, relabel)
 
         return sample
 

@@ -149,17 +149,15 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
             raise ValueError(f"y has {Y.shape[1]} target columns but the model was fitted with "
                              f"{self.n_outputs_}.")
 
-    def _check_task_sizes(self, task_set, y_kernel, n_support, n_query):
-        need = n_support + (n_query if n_query > 0 else 1)
-        sizes = task_set.sizes()
-        too_small = np.flatnonzero((task_set.fixed_support < 0) & (sizes < need))
-        if too_small.size:
-            t = too_small[0]
-            raise ValueError(
-                f"{task_set.names[t]} has {sizes[t]} rows, but every task needs at least "
-                f"n_support + {'n_query' if n_query > 0 else '1 query row'} = {need} rows "
-                f"({too_small.size} task(s) are too small). Lower n_support, or drop or merge "
-                "small tasks.")
+    # R² is undefined on one row.
+    _min_query_rows_to_score = 2
+
+    def _largest_supports(self, task_set, y_kernel, n_query, min_query):
+        return task_set.sizes() - (n_query if n_query > 0 else min_query)
+
+    def _small_task_facts(self, task_set, y_kernel, t):
+        n_rows = task_set.sizes()[t]
+        return f"{task_set.names[t]} has {n_rows} row{'s' if n_rows != 1 else ''}"
 
     def _episode_sampler(self, y_kernel):
         return sample_regression_episodes

@@ -108,26 +108,49 @@ def test_tasks_with_different_numbers_of_features_in_query():
 
 
 @pytest.mark.parametrize("form", ["list", "flat"])
-def test_task_too_small_for_support_plus_one_query_row(form):
+def test_task_too_small_for_n_support_uses_a_smaller_support_set(form):
+    """As MLPRegressor clips batch_size: the small task gives all but one row to its support set,
+    with one warning naming it; the other tasks keep n_support."""
     tasks = [_reg_task(), _reg_task(n=3, seed=1), _reg_task(seed=2)]
     if form == "list":
-        with pytest.raises(ValueError, match=r"task 1 has 3 rows.*n_support \+ 1 query row = 4"):
+        with pytest.warns(UserWarning, match=r"n_support=3 is more than 1 of 3 task\(s\) can give "
+                          r"while keeping at least one query row.*task 1 has 3 rows, so it uses 2"):
             _regressor(n_support=3).fit(tasks)
     else:
         X, y, groups = _flat(tasks, ["a", "b", "c"])
-        with pytest.raises(ValueError, match=r"group 'b' has 3 rows.* = 4"):
+        with pytest.warns(UserWarning, match=r"group 'b' has 3 rows, so it uses 2"):
             _regressor(n_support=3).fit(X, y, groups=groups)
 
 
+def test_task_too_small_for_any_episode():
+    tasks = [_reg_task(), _reg_task(n=1, seed=1), _reg_task(n=1, seed=2)]
+    with pytest.raises(ValueError, match=r"task 1 has 1 row: too few for one support row and at "
+                                         r"least one query row \(2 task\(s\) are too small\)"):
+        _regressor().fit(tasks)
+
+
 def test_task_too_small_for_n_query():
-    with pytest.raises(ValueError, match=r"task 0 has 12 rows.*n_support \+ n_query = 15"):
+    with pytest.warns(UserWarning, match=r"keeping n_query=10 query rows.*task 0 has 12 rows, so "
+                                         r"it uses 2"):
         _regressor(n_support=5, n_query=10).fit([_reg_task(), _reg_task(seed=1)])
+    with pytest.raises(ValueError, match=r"task 0 has 12 rows: too few for one support row and "
+                                         r"n_query=12 query rows.*or lower n_query"):
+        _regressor(n_support=5, n_query=12).fit([_reg_task(), _reg_task(seed=1)])
 
 
 def test_score_task_too_small(fitted_regressor):
+    # R², the score's metric, needs two query rows; other metrics need one.
+    X, y, groups = _flat([_reg_task(seed=4), _reg_task(n=3, seed=5)])
+    with pytest.warns(UserWarning, match=r"keeping at least 2 query rows \(to score\).*group 1 "
+                                         r"has 3 rows, so it uses 1"):
+        assert np.isfinite(fitted_regressor.score(X, y, groups=groups))
     X, y, groups = _flat([_reg_task(seed=4), _reg_task(n=2, seed=5)])
-    with pytest.raises(ValueError, match=r"group 1 has 2 rows"):
+    with pytest.raises(ValueError, match=r"group 1 has 2 rows: too few for one support row and "
+                                         r"at least 2 query rows"):
         fitted_regressor.score(X, y, groups=groups)
+    with pytest.warns(UserWarning, match=r"group 1 has 2 rows, so it uses 1"):
+        score = FewShotScorer("neg_mean_squared_error")(fitted_regressor, X, y, groups=groups)
+    assert np.isfinite(score)
 
 
 @pytest.mark.parametrize("where", ["X", "y"])
@@ -286,17 +309,23 @@ def test_classifier_task_without_n_support_rows_of_a_class(form):
     keep = np.r_[np.arange(6), [6, 7]]  # 6 cats, 2 dogs
     tasks = [_clf_task(("cat", "dog")), (X[keep], y[keep])]
     if form == "list":
-        with pytest.raises(ValueError, match=r"task 1 has 2 rows of class .*dog.*n_support=3"):
+        with pytest.warns(UserWarning, match=r"n_support=3 per class is more than 1 of 2.*task 1 "
+                          r"has 2 rows of class 'dog', its smallest, and 8 in all, so it uses 2"):
             _classifier(n_support=3).fit(tasks)
     else:
         Xf, yf, groups = _flat(tasks, ["site-a", "site-b"])
-        with pytest.raises(ValueError, match=r"group 'site-b' has 2 rows of class .*dog"):
+        with pytest.warns(UserWarning, match=r"group 'site-b' has 2 rows of class 'dog'"):
             _classifier(n_support=3).fit(Xf, yf, groups=groups)
 
 
 def test_classifier_task_with_no_query_row_left():
+    """Two rows of each class and n_support=2: one shot per class keeps a query set."""
     tasks = [_clf_task(per_class=3), _clf_task(per_class=2, seed=1)]
-    with pytest.raises(ValueError, match=r"task 1 has no row left for the query set"):
+    with pytest.warns(UserWarning, match=r"task 1 has 2 rows of class 0.*so it uses 1"):
+        _classifier(n_support=2).fit(tasks)
+    tasks = [_clf_task(per_class=3), _clf_task(labels=(0, 1), per_class=1, seed=1)]
+    with pytest.raises(ValueError, match=r"task 1 has 1 row of class 0, its smallest, and 2 in "
+                                         r"all: too few for one support row per class"):
         _classifier(n_support=2).fit(tasks)
 
 
@@ -332,12 +361,12 @@ def test_per_task_adapt_with_wrong_number_of_classes(fitted_per_task, n_classes)
 
 def test_per_task_score_too_few_rows_names_the_right_class(fitted_per_task):
     # Trained on labels 0..6; scored tasks use their own labels. Group 1 has 2 'seven' rows,
-    # fewer than n_support=3.
+    # fewer than n_support=3, so it scores with 2 shots per class and says so.
     X_ok, y_ok = _clf_task(("seven", "eight", "nine"), per_class=4, seed=6)
     X_short = np.random.RandomState(5).normal(size=(10, 2))
     y_short = np.array(["eight"] * 4 + ["nine"] * 4 + ["seven"] * 2)
     groups = np.repeat([0, 1], [12, 10])
-    with pytest.raises(ValueError, match=r"group 1 has 2 rows of class .*seven"):
+    with pytest.warns(UserWarning, match=r"group 1 has 2 rows of class 'seven', its smallest"):
         fitted_per_task.score(np.vstack([X_ok, X_short]), np.r_[y_ok, y_short], groups=groups)
 
 

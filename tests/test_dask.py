@@ -105,6 +105,7 @@ def test_sklearn_config_reaches_dask_workers(client):
     assert not any(c["enable_metadata_routing"] for c in plain)
 
 
+@pytest.mark.bit_identity
 def test_grid_search_on_dask_equals_sequential(client):
     X, y, g = regression_data()
     sequential = search(small_regressor(), X, y, g)

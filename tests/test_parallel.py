@@ -75,6 +75,7 @@ def test_chunked_meta_gradient_equals_one_batch(first_order):
     assert loss_chunked == pytest.approx(loss, rel=1e-12)
 
 
+@pytest.mark.bit_identity
 @pytest.mark.parametrize("Estimator", [MAMLRegressor, MAMLClassifier])
 def test_same_model_for_any_n_jobs(Estimator):
     tasks = heavy_tasks()

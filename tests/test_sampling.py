@@ -28,11 +28,27 @@ from skmaml._kernels._random import (
     rng_uniform,
     shuffle_inplace,
 )
-from skmaml._kernels._sampling import (
-    sample_classification_episodes,
-    sample_regression_episodes,
-    task_class_summary,
-)
+from skmaml._kernels._sampling import sample_classification_episodes as _sample_classification
+from skmaml._kernels._sampling import sample_regression_episodes as _sample_regression
+from skmaml._kernels._sampling import task_class_summary
+
+
+def _support_sizes(n_support, offsets):
+    """The kernels take support rows per task; most tests give every task the same number."""
+    if np.ndim(n_support) == 0:
+        return np.full(offsets.shape[0] - 1, n_support, dtype=np.int64)
+    return np.asarray(n_support, dtype=np.int64)
+
+
+def sample_regression_episodes(X, Y, offsets, fixed, batch, seeds, n_support, n_query):
+    return _sample_regression(X, Y, offsets, fixed, batch, seeds,
+                              _support_sizes(n_support, offsets), n_query)
+
+
+def sample_classification_episodes(X, y, offsets, fixed, batch, seeds, n_support, n_query,
+                                   n_classes, relabel):
+    return _sample_classification(X, y, offsets, fixed, batch, seeds,
+                                  _support_sizes(n_support, offsets), n_query, n_classes, relabel)
 
 # chi-square critical values at 0.999 by degrees of freedom
 CHI2_999 = {1: 10.83, 2: 13.82, 5: 20.52, 6: 22.46, 9: 27.88, 19: 43.82}
@@ -515,3 +531,30 @@ def test_task_class_summary():
     n_way, min_rows = task_class_summary(y, offsets, N_CLASSES)
     assert np.array_equal(n_way, [len(task) for task in CLS_TASKS] + [0])
     assert np.array_equal(min_rows, [min(task.values()) for task in CLS_TASKS] + [0])
+
+
+def test_support_sizes_per_task():
+    """Each random-split task takes its own number of support rows (per class for
+    classification); fixed tasks keep their split; the rest of a task is its query."""
+    X, Y, offsets = make_regression_data(REG_SIZES)
+    sizes = np.arange(1, len(REG_SIZES) + 1)
+    seeds = np.arange(len(REG_BATCH), dtype=np.int64)
+    _, _, s_off, _, _, q_off = sample_regression_episodes(X, Y, offsets, REG_FIXED, REG_BATCH,
+                                                          seeds, sizes, -1)
+    task_rows = np.diff(offsets)[REG_BATCH]
+    expected_support = np.where(REG_FIXED[REG_BATCH] >= 0, REG_FIXED[REG_BATCH],
+                                sizes[REG_BATCH])
+    np.testing.assert_array_equal(np.diff(s_off), expected_support)
+    np.testing.assert_array_equal(np.diff(q_off), task_rows - expected_support)
+
+    X, y, offsets = make_classification_data()
+    shots = np.array([1, 2, 3, 2, 1])
+    out = sample_cls(X, y, offsets, np.arange(len(CLS_BATCH)), n_support=shots, n_query=-1)
+    for b, t in enumerate(CLS_BATCH):
+        support, support_labels, query, _ = entry_parts(out, b)
+        if CLS_FIXED[t] >= 0:
+            assert support.shape[0] == CLS_FIXED[t]
+            continue
+        assert sorted(np.unique(support_labels, return_counts=True)[1]) == [shots[t]] * len(
+            CLS_TASKS[t])
+        assert support.shape[0] + query.shape[0] == sum(CLS_TASKS[t].values())

@@ -94,21 +94,26 @@ EXPECTED_FAILED_CHECKS = {"MAMLRegressor": {}, "MAMLClassifier": {}}
 
 
 def _common_check_instances():
-    # The common checks fit one task (no groups). check_regressors_train / check_classifiers_train
-    # then want a good fit of that one task (R² > 0.5 with the few-shot score, accuracy > 0.83 with
-    # the unadapted predict), which 100 meta-iterations at meta_lr=0.01 give with a wide margin
-    # (R² ~0.85, accuracy >= 0.92 for random_state 0, 1, 2). meta_batch_size=1: one task.
+    # Default-constructed estimators, as a user's check_estimator(MAMLRegressor()) runs them: the
+    # checks' one task of ten rows is smaller than n_support + a query set, and fit uses a
+    # smaller support set for it, with a warning (the checks pass with warnings).
+    # Small instances besides: the common checks fit one task (no groups), and
+    # check_regressors_train / check_classifiers_train then want a good fit of it (R² > 0.5 with
+    # the few-shot score, accuracy > 0.83 with the unadapted predict), which 100 meta-iterations
+    # at meta_lr=0.01 give with a wide margin (R² ~0.85, accuracy >= 0.92 for random_state 0, 1,
+    # 2). meta_batch_size=1: one task.
     # task_labels="per_task" is not run here: its meta-learned model predicts output positions
     # 0..n_way-1, not the training labels (a property of N-way episodes); it is covered by the
     # behaviour tests.
     common = dict(hidden_layer_sizes=(8,), n_support=2, meta_batch_size=1, max_iter=100,
                   meta_lr=0.01, random_state=0)
-    return [MAMLRegressor(**common), MAMLClassifier(**common)]
+    return [MAMLRegressor(), MAMLClassifier(), MAMLRegressor(**common), MAMLClassifier(**common)]
 
 
 # Each common check fits without groups, so fit says all rows are one task, by design. The checks
 # that look at warnings assert on their own (e.g. DataConversionWarning) and still see them.
 @pytest.mark.filterwarnings(f"ignore:.*{ONE_TASK_WARNING}:UserWarning")
+@pytest.mark.filterwarnings("ignore:n_support=.* is more than:UserWarning")
 @parametrize_with_checks(
     _common_check_instances(),
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[type(est).__name__],
@@ -163,6 +168,7 @@ def _split_scores(estimator, params, X, y, g, scorer=None):
     return scores
 
 
+@pytest.mark.bit_identity
 @pytest.mark.parametrize("case", list(ROUTING_CASES))
 def test_grid_search_routes_groups_to_fit_and_score(case):
     estimator, grid = ROUTING_CASES[case]
@@ -209,6 +215,7 @@ def test_without_routing_fit_sees_no_groups_and_warns():
             search.fit(X, y, groups=g)
 
 
+@pytest.mark.bit_identity
 @pytest.mark.parametrize("make_estimator", [small_regressor, small_classifier])
 def test_cross_validate_routes_groups(make_estimator):
     estimator = make_estimator()
@@ -222,6 +229,7 @@ def test_cross_validate_routes_groups(make_estimator):
         assert list(result["test_score"]) == _split_scores(estimator, {}, X, y, g)
 
 
+@pytest.mark.bit_identity
 @pytest.mark.parametrize("metric", [None, "neg_mean_squared_error"])
 @pytest.mark.parametrize("pipeline", [False, True], ids=["estimator", "pipeline"])
 def test_few_shot_scorer_as_scoring_receives_groups(metric, pipeline):
@@ -264,6 +272,7 @@ def test_few_shot_scorer_classifier_in_grid_search():
             assert got == expected
 
 
+@pytest.mark.bit_identity
 @pytest.mark.parametrize("make_estimator", [small_regressor, small_classifier])
 def test_adapt_pipeline_goes_through_fitted_scaler(make_estimator):
     X, y, g = data_for(make_estimator())
@@ -355,6 +364,7 @@ def _assert_same_outputs(a, b):
         assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
 
 
+@pytest.mark.bit_identity
 def test_pickle_and_joblib_round_trips(tmp_path):
     for est, data in _fitted_pair():
         expected = _outputs(est, *data)
@@ -394,6 +404,7 @@ np.savez(sys.argv[2], **out)
 """
 
 
+@pytest.mark.bit_identity
 def test_pickle_loads_and_predicts_in_fresh_interpreter(tmp_path):
     pairs = _fitted_pair()
     estimators = [est for est, _ in pairs]
@@ -457,6 +468,7 @@ def _assert_same_model(a, b):
     (small_classifier, {}),
     (small_classifier, {"task_labels": "per_task"}),
 ], ids=["regressor", "regressor-fo-sgd", "classifier-shared", "classifier-per-task"])
+@pytest.mark.bit_identity
 def test_fit_tasks_equals_fit_groups(make_estimator, kwargs):
     est = make_estimator(max_iter=12, **kwargs)
     X, y, g = _shuffled_string_groups(*data_for(est))

@@ -132,6 +132,7 @@ def cache_files(directory):
     return sorted(p for p in Path(directory).rglob("*") if p.suffix in (".nbi", ".nbc"))
 
 
+@pytest.mark.bit_identity
 def test_fresh_worker_with_empty_numba_cache_dir(tmp_path, fitted):
     """A new worker process, NUMBA_CACHE_DIR a new empty directory: it compiles, writes the cache
     there, and gives the parent's results bit for bit; the next worker loads that cache."""

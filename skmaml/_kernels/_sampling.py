@@ -106,11 +106,12 @@ def _n_distinct_classes(y, first_row, n_rows, class_count, classes):
 
 
 @njit(**JIT_OPTIONS)
-def sample_regression_episodes(X, Y, task_offsets, fixed_support, batch_tasks, seeds, n_support, n_query):
+def sample_regression_episodes(X, Y, task_offsets, fixed_support, batch_tasks, seeds, support_sizes,
+                               n_query):
     """Support and query rows of every entry of a meta-batch of regression tasks.
 
     For a random-split task (``fixed_support[t] == -1``) the support set is a uniformly random subset of
-    ``n_support`` of the task's rows and the query set a uniformly random subset of ``n_query`` of the
+    ``support_sizes[t]`` of the task's rows and the query set a uniformly random subset of ``n_query`` of the
     remaining rows (all of them when ``n_query == -1``); both come in uniformly random row order. All of
     it is one ordered sample (a partial Fisher-Yates shuffle) drawn from ``seeds[b]``. A fixed task
     (``fixed_support[t] = s``) gives its first ``s`` rows as support and the others as query, in order.
@@ -127,12 +128,13 @@ def sample_regression_episodes(X, Y, task_offsets, fixed_support, batch_tasks, s
         Task index of each meta-batch entry, ``0 <= t < n_tasks``.
     seeds : ndarray of shape (n_batch,), int64 or uint64
         Seed of each entry's random split (unused for fixed tasks). Non-negative.
-    n_support : int
-        Support rows per random-split task, ``>= 1``.
+    support_sizes : ndarray of shape (n_tasks,), int64
+        Support rows of each random-split task, ``>= 1`` (unused for fixed tasks). The estimator
+        gives every task ``n_support``, or fewer to a task too small for it.
     n_query : int
         Query rows per random-split task, ``>= 0``; ``-1`` for all rows not in the support.
-        Precondition for every random-split task in the batch: ``n_rows_t >= n_support + n_query``
-        (``n_rows_t >= n_support`` when ``n_query == -1``).
+        Precondition for every random-split task in the batch:
+        ``n_rows_t >= support_sizes[t] + n_query`` (``>= support_sizes[t]`` when ``n_query == -1``).
 
     Returns
     -------
@@ -158,8 +160,8 @@ def sample_regression_episodes(X, Y, task_offsets, fixed_support, batch_tasks, s
             n_s = fixed_support[t]
             n_q = n_rows - n_s
         else:
-            n_s = n_support
-            n_q = n_query if n_query >= 0 else n_rows - n_support
+            n_s = support_sizes[t]
+            n_q = n_query if n_query >= 0 else n_rows - n_s
         s_offsets[b + 1] = s_offsets[b] + n_s
         q_offsets[b + 1] = q_offsets[b] + n_q
 
@@ -203,16 +205,16 @@ def sample_regression_episodes(X, Y, task_offsets, fixed_support, batch_tasks, s
 
 @njit(**JIT_OPTIONS)
 def sample_classification_episodes(
-    X, y, task_offsets, fixed_support, batch_tasks, seeds, n_support, n_query, n_classes, relabel
+    X, y, task_offsets, fixed_support, batch_tasks, seeds, support_sizes, n_query, n_classes, relabel
 ):
     """Stratified support and query rows of every entry of a meta-batch of classification tasks.
 
     Random-split task (``fixed_support[t] == -1``) with ``n_way`` distinct classes: for each class, in
-    increasing class order, a uniformly random ``n_support`` of its rows go to the support set and a
+    increasing class order, a uniformly random ``support_sizes[t]`` of its rows go to the support set and a
     uniformly random ``n_query`` of its remaining rows to the query set (with ``n_query == -1``: all the
     task's rows not in the support). The task's support rows are then put in uniformly random order,
-    and so are its query rows. So the support holds exactly ``n_way * n_support`` rows (``n_support``
-    shots per class, the few-shot convention) and the query ``n_way * n_query`` (or the rest).
+    and so are its query rows. So the support holds exactly ``n_way * support_sizes[t]`` rows
+    (``support_sizes[t]`` shots per class, the few-shot convention) and the query ``n_way * n_query`` (or the rest).
 
     Fixed task (``fixed_support[t] = s``): its first ``s`` rows are the support, the others the query,
     copied in order.
@@ -238,12 +240,12 @@ def sample_classification_episodes(
         Task index of each meta-batch entry.
     seeds : ndarray of shape (n_batch,), int64 or uint64
         Seed of each entry (split and relabelling). Non-negative.
-    n_support : int
-        Support rows per class of a random-split task (shots), ``>= 1``.
+    support_sizes : ndarray of shape (n_tasks,), int64
+        Support rows per class (shots) of each random-split task, ``>= 1`` (unused for fixed tasks).
     n_query : int
         Query rows per class of a random-split task, ``>= 0``; ``-1`` for all rows not in the support.
-        Precondition: in every random-split task of the batch, every class present has at least
-        ``n_support + n_query`` rows (``n_support`` when ``n_query == -1``).
+        Precondition: in every random-split task ``t`` of the batch, every class present has at least
+        ``support_sizes[t] + n_query`` rows (``support_sizes[t]`` when ``n_query == -1``).
     n_classes : int
         Number of global classes; sizes two scratch arrays (allocated once per call).
     relabel : bool
@@ -284,7 +286,7 @@ def sample_classification_episodes(
             n_q = n_rows - n_s
         else:
             n_way = _n_distinct_classes(y, first_row, n_rows, class_count, classes)
-            n_s = n_way * n_support
+            n_s = n_way * support_sizes[t]
             n_q = n_way * n_query if n_query >= 0 else n_rows - n_s
         s_offsets[b + 1] = s_offsets[b] + n_s
         q_offsets[b + 1] = q_offsets[b] + n_q
@@ -333,15 +335,16 @@ def sample_classification_episodes(
                 rows_by_class[class_fill[k]] = i
                 class_fill[k] += 1
             # ... then draw each class's shots, in class order.
-            n_drawn = n_support + n_query if n_query >= 0 else n_support
+            n_shots = support_sizes[t]
+            n_drawn = n_shots + n_query if n_query >= 0 else n_shots
             n_s_done = 0
             n_q_done = 0
             for k in range(n_way):
                 group = rows_by_class[class_start[k]:class_start[k + 1]]
                 partial_shuffle(state, group, n_drawn)
-                support_rows[n_s_done:n_s_done + n_support] = group[:n_support]
-                n_s_done += n_support
-                rest = group[n_support:n_drawn] if n_query >= 0 else group[n_support:]
+                support_rows[n_s_done:n_s_done + n_shots] = group[:n_shots]
+                n_s_done += n_shots
+                rest = group[n_shots:n_drawn] if n_query >= 0 else group[n_shots:]
                 query_rows[n_q_done:n_q_done + rest.shape[0]] = rest
                 n_q_done += rest.shape[0]
             # Without these shuffles the rows would come grouped by class, in class order.
