@@ -25,7 +25,7 @@ from ._kernels._numeric import all_finite
 from ._optim import make_optimizer
 from ._parallel import MetaGradient
 from ._progress import Progress
-from ._params import check_shapes, init_theta, layer_sizes_array, pack, unpack
+from ._params import WEIGHT_INITS, check_shapes, init_theta, layer_sizes_array, pack, unpack
 from ._tasks import tasks_from_groups, tasks_from_list
 
 _SEED_HIGH = np.iinfo(np.int64).max
@@ -37,6 +37,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like"],
         "activation": [StrOptions(set(ACTIVATION_CODES))],
+        "weight_init": [StrOptions(set(WEIGHT_INITS))],
         "inner_lr": [Interval(Real, 0, None, closed="left")],
         "n_inner_steps": [Interval(Integral, 0, None, closed="left")],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
@@ -62,12 +63,13 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     __metadata_request__score = {"groups": True}
 
     @abstractmethod
-    def __init__(self, hidden_layer_sizes, activation, *, inner_lr, n_inner_steps, meta_lr,
-                 meta_optimizer, first_order, meta_batch_size, n_support, n_query, max_iter, tol,
-                 n_iter_no_change, early_stopping, validation_fraction, warm_start, random_state,
-                 n_jobs, verbose):
+    def __init__(self, hidden_layer_sizes, activation, *, weight_init, inner_lr, n_inner_steps,
+                 meta_lr, meta_optimizer, first_order, meta_batch_size, n_support, n_query,
+                 max_iter, tol, n_iter_no_change, early_stopping, validation_fraction, warm_start,
+                 random_state, n_jobs, verbose):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
+        self.weight_init = weight_init
         self.inner_lr = inner_lr
         self.n_inner_steps = n_inner_steps
         self.meta_lr = meta_lr
@@ -112,8 +114,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
 
     @abstractmethod
     def _episode_sampler(self, y_kernel):
-        """A function ``(X, y_kernel, offsets, fixed_support, batch, seeds, support_sizes, n_query)``
-        making one compiled sampler call -> (Xs, ys, s_offsets, Xq, yq, q_offsets). Built once
+        """A function ``(X, y_kernel, offsets, fixed_support, batch, seeds, support_sizes,
+        n_query)`` making one compiled sampler call -> (Xs, ys, s_offsets, Xq, yq, q_offsets). Built once
         per fit or score, so nothing about the labels is recomputed per meta-iteration."""
 
     @abstractmethod
@@ -202,7 +204,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                     raise ValueError(f"{name}: {what}: {exc}") from exc
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, groups=None):
+    def fit(self, X, y=None, groups=None, *, X_val=None, y_val=None, groups_val=None):
         """Meta-train the initial parameters θ over many tasks.
 
         Parameters
@@ -217,6 +219,13 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             Task id of each row, with array ``X``. Tasks are taken in sorted id order, rows in their
             given order, so ``fit(X, y, groups)`` gives the same model as the equivalent task list.
             ``None`` makes all rows one task (with a warning).
+        X_val, y_val, groups_val : default=None
+            Validation tasks for ``early_stopping``, in either form (a list of tasks as
+            ``X_val``, or rows with ``y_val`` and ``groups_val``), as ``X_val``/``y_val`` of
+            :class:`~sklearn.ensemble.HistGradientBoostingRegressor`. Then no training task is
+            held out. Give tasks the model must adapt to but never trains on, e.g. episodes of
+            classes no training task uses, so that early stopping sees memorisation of the
+            training classes (see the user guide).
 
         Returns
         -------
@@ -226,10 +235,46 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         hidden = self._validate_hidden_layer_sizes()
         task_set = self._validate_fit_input(X, y, groups)
         y_kernel, n_outputs = self._encode_fit_targets(task_set)
+        self.n_outputs_ = n_outputs
+        given_valid = None
+        if X_val is not None or y_val is not None or groups_val is not None:
+            if not self.early_stopping:
+                raise ValueError("X_val is given, but early_stopping=False: validation tasks are "
+                                 "used for early stopping only; set early_stopping=True.")
+            given_valid = self._validation_input(X_val, y_val, groups_val)
         n_query = -1 if self.n_query is None else self.n_query
         support_sizes = self._support_sizes(task_set, y_kernel, self.n_support, n_query)
-        self._meta_train(task_set, y_kernel, support_sizes, hidden, n_outputs, n_query)
+        self._meta_train(task_set, y_kernel, support_sizes, hidden, n_outputs, n_query,
+                         given_valid)
         return self
+
+    def _validation_input(self, X_val, y_val, groups_val):
+        """User-given validation tasks -> (TaskSet, kernel targets, support sizes)."""
+        if X_val is None:
+            raise ValueError("y_val or groups_val is given without X_val.")
+        if y_val is None:
+            if not _is_task_list(X_val):
+                raise ValueError("X_val must be a list of tasks, or rows with y_val and "
+                                 "groups_val.")
+            if groups_val is not None:
+                raise ValueError("groups_val is only used with rows X_val, y_val.")
+            task_set, _ = tasks_from_list(X_val, self._target_dtype())
+            if task_set.X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X_val has {task_set.X.shape[1]} features, but the training "
+                                 f"tasks have {self.n_features_in_}.")
+            self._check_task_feature_names(X_val, [f"X_val {n}" for n in task_set.names])
+            task_set.names = [f"validation {n}" for n in task_set.names]
+        else:
+            if groups_val is None:
+                raise ValueError("X_val and y_val need groups_val: the task of each row.")
+            X_val, y_val = validate_data(self, X_val, y_val, reset=False,
+                                         dtype=[np.float64, np.float32], multi_output=True,
+                                         y_numeric=self._target_dtype() == "numeric")
+            if y_val.ndim == 2 and y_val.shape[1] == 1:
+                y_val = y_val[:, 0]
+            task_set = tasks_from_groups(X_val, y_val, groups_val)
+            task_set.names = [f"validation {n}" for n in task_set.names]
+        return task_set, self._encode_score_targets(task_set)
 
     def _support_sizes(self, task_set, y_kernel, n_support, n_query, min_query=1, warn=True):
         """Support rows (per class for a classifier) of each task: ``n_support``, or for a task too
@@ -264,7 +309,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 "silence this warning.", UserWarning, stacklevel=4)
         return np.where(random_split, np.minimum(largest, n_support), n_support).astype(np.int64)
 
-    def _meta_train(self, task_set, y_kernel, support_sizes, hidden, n_outputs, n_query):
+    def _meta_train(self, task_set, y_kernel, support_sizes, hidden, n_outputs, n_query,
+                    given_valid=None):
         rng = check_random_state(self.random_state)
         dtype = task_set.X.dtype
         layer_sizes = layer_sizes_array(task_set.X.shape[1], hidden, n_outputs)
@@ -281,7 +327,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             elif getattr(optimizer, "m", None) is not None and optimizer.m.dtype != dtype:
                 optimizer.reset(theta.shape[0], dtype)
         else:
-            theta = init_theta(layer_sizes, self.activation, rng, dtype)
+            theta = init_theta(layer_sizes, self.activation, rng, dtype, self.weight_init)
             optimizer = make_optimizer(self.meta_optimizer, self.meta_lr, theta.shape[0], dtype)
         # History: continued by warm_start, started afresh otherwise (or when there is none, e.g.
         # coefs_ set by hand on an unfitted estimator).
@@ -296,29 +342,28 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             self.best_loss_ = np.inf
         self._no_improvement_count = 0
         self.n_layers_ = len(hidden) + 2
-        self.n_outputs_ = n_outputs
         self._optimizer = optimizer
 
         train_idx = np.arange(task_set.n_tasks)
         valid = None
         if self.early_stopping:
-            if task_set.n_tasks < 2:
-                raise ValueError("early_stopping=True holds out tasks for validation, so it "
-                                 f"needs at least 2 tasks; got {task_set.n_tasks}.")
-            n_valid = min(max(1, int(round(self.validation_fraction * task_set.n_tasks))),
-                          task_set.n_tasks - 1)
-            order = rng.permutation(task_set.n_tasks)
-            train_idx, valid_idx = np.sort(order[n_valid:]), np.sort(order[:n_valid])
-            valid_set = task_set.subset(valid_idx)
-            valid_y = y_kernel_subset(y_kernel, task_set, valid_idx)
-            # Scored with the estimator's metric, which may need more query rows than training;
-            # the warning about small tasks has been given already.
+            if given_valid is not None:
+                valid_set, valid_y = given_valid
+                warn_small = True
+            else:
+                train_idx, valid_idx = self._split_validation_tasks(task_set, y_kernel, rng)
+                valid_set = task_set.subset(valid_idx)
+                valid_y = y_kernel_subset(y_kernel, task_set, valid_idx)
+                # The warning about small tasks has been given for all tasks already.
+                warn_small = False
+            # Scored with the estimator's metric, which may need more query rows than training.
             valid = (valid_set, valid_y,
                      self._support_sizes(valid_set, valid_y, self.n_support, -1,
-                                         self._min_query_rows_to_score, warn=False))
+                                         self._min_query_rows_to_score, warn=warn_small))
             best_theta = theta.copy()
-        train = task_set.subset(train_idx) if valid is not None else task_set
-        y_train = y_kernel_subset(y_kernel, task_set, train_idx) if valid is not None else y_kernel
+        subset = train_idx.shape[0] < task_set.n_tasks
+        train = task_set.subset(train_idx) if subset else task_set
+        y_train = y_kernel_subset(y_kernel, task_set, train_idx) if subset else y_kernel
         train_support = support_sizes[train_idx]
 
         n_train = train.n_tasks
@@ -400,6 +445,18 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 f"Maximum meta-iterations ({self.max_iter}) reached and the meta-optimisation "
                 "hasn't converged yet.", ConvergenceWarning, stacklevel=4)
         self._set_theta(theta, layer_sizes)
+
+    def _split_validation_tasks(self, task_set, y_kernel, rng):
+        """Training and validation task indices for ``early_stopping`` without ``X_val``: a
+        ``validation_fraction`` of the tasks, at random (the classifier's ``"per_task"`` regime
+        holds out classes instead, :meth:`MAMLClassifier._split_validation_tasks`)."""
+        if task_set.n_tasks < 2:
+            raise ValueError("early_stopping=True holds out tasks for validation, so it needs at "
+                             f"least 2 tasks; got {task_set.n_tasks} (or pass X_val).")
+        n_valid = min(max(1, int(round(self.validation_fraction * task_set.n_tasks))),
+                      task_set.n_tasks - 1)
+        order = rng.permutation(task_set.n_tasks)
+        return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
     def _query_losses_finite(self, theta, layer_sizes, activation, episodes):
         """Whether every task of a batch has a finite query loss after adapting from ``theta``

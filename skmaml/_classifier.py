@@ -1,5 +1,7 @@
 """MAMLClassifier: MAML with softmax cross-entropy, in two label regimes."""
 
+import warnings
+
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
@@ -33,8 +35,8 @@ class MAMLClassifier(ClassifierMixin, BaseMAML):
 
     Parameters
     ----------
-    hidden_layer_sizes, activation, inner_lr, n_inner_steps, meta_lr, meta_optimizer, \
-first_order, meta_batch_size, max_iter, tol, n_iter_no_change, early_stopping, \
+    hidden_layer_sizes, activation, weight_init, inner_lr, n_inner_steps, meta_lr, \
+meta_optimizer, first_order, meta_batch_size, max_iter, tol, n_iter_no_change, early_stopping, \
 validation_fraction, warm_start, random_state, n_jobs, verbose
         As in :class:`MAMLRegressor` (α = ``inner_lr``, β = ``meta_lr``, N = ``n_inner_steps``).
     n_support : int, default=5
@@ -76,17 +78,18 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         "task_labels": [StrOptions({"shared", "per_task"})],
     }
 
-    def __init__(self, hidden_layer_sizes=(40, 40), activation="relu", *, inner_lr=0.01,
-                 n_inner_steps=1, meta_lr=0.001, meta_optimizer="adam", first_order=False,
+    def __init__(self, hidden_layer_sizes=(40, 40), activation="relu", *,
+                 weight_init="uniform_fan_in", inner_lr=0.01, n_inner_steps=1, meta_lr=0.001,
+                 meta_optimizer="adam", first_order=False,
                  meta_batch_size=25, n_support=5, n_query=None, task_labels="shared",
                  max_iter=1000, tol=1e-4, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.1, warm_start=False, random_state=None, n_jobs=None,
                  verbose=0):
         super().__init__(
-            hidden_layer_sizes, activation, inner_lr=inner_lr, n_inner_steps=n_inner_steps,
-            meta_lr=meta_lr, meta_optimizer=meta_optimizer, first_order=first_order,
-            meta_batch_size=meta_batch_size, n_support=n_support, n_query=n_query,
-            max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
+            hidden_layer_sizes, activation, weight_init=weight_init, inner_lr=inner_lr,
+            n_inner_steps=n_inner_steps, meta_lr=meta_lr, meta_optimizer=meta_optimizer,
+            first_order=first_order, meta_batch_size=meta_batch_size, n_support=n_support,
+            n_query=n_query, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             warm_start=warm_start, random_state=random_state, n_jobs=n_jobs, verbose=verbose)
         self.task_labels = task_labels
@@ -178,6 +181,46 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         n = counts[c]
         return (f"{task_set.names[t]} has {n} row{'s' if n != 1 else ''} of class "
                 f"{labels[c].tolist()!r}, its smallest, and {rows.shape[0]} in all")
+
+    def _split_validation_tasks(self, task_set, y_kernel, rng):
+        """``"per_task"``: hold out classes, not tasks. Validation on tasks that share classes
+        with training cannot see θ memorising the training classes (their few-shot accuracy
+        rises while accuracy on new classes falls). Of the classes, ``validation_fraction``
+        (at least ``n_way``) are held out at random: validation tasks are the tasks made only of
+        them, training tasks those with none of them; a task that mixes both is used for
+        neither, with a warning."""
+        if self.task_labels == "shared":
+            return super()._split_validation_tasks(task_set, y_kernel, rng)
+        n_way = self.n_outputs_
+        present = np.unique(y_kernel)
+        n_held = max(n_way, int(np.ceil(self.validation_fraction * present.shape[0])))
+        if present.shape[0] - n_held < n_way:
+            raise ValueError(
+                f"early_stopping with task_labels='per_task' holds out classes: {n_held} of the "
+                f"{present.shape[0]} classes would leave fewer than n_way={n_way} for training. "
+                "Pass validation tasks of other classes as X_val.")
+        held = np.zeros(int(present.max()) + 1, dtype=bool)
+        held[rng.choice(present, size=n_held, replace=False)] = True
+        starts = task_set.offsets[:-1]
+        n_held_rows = np.add.reduceat(held[y_kernel].astype(np.int64), starts)
+        sizes = task_set.sizes()
+        valid_idx = np.flatnonzero(n_held_rows == sizes)
+        train_idx = np.flatnonzero(n_held_rows == 0)
+        labels = np.unique(task_set.y)
+        if valid_idx.size == 0 or train_idx.size == 0:
+            raise ValueError(
+                f"early_stopping with task_labels='per_task' held out classes "
+                f"{labels[held].tolist()}, but no task is made "
+                f"{'only of them' if valid_idx.size == 0 else 'without them'}. Pass "
+                "validation tasks of classes the training tasks do not use as X_val.")
+        n_mixed = task_set.n_tasks - valid_idx.size - train_idx.size
+        if n_mixed:
+            warnings.warn(
+                f"early_stopping holds out classes {labels[held].tolist()}: "
+                f"{valid_idx.size} task(s) made only of them validate, {train_idx.size} without "
+                f"them train, and {n_mixed} that mix both are not used. To train on every task, "
+                "pass validation tasks of other classes as X_val.", UserWarning, stacklevel=5)
+        return train_idx, valid_idx
 
     def _episode_sampler(self, y_kernel):
         n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0

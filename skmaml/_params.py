@@ -37,12 +37,28 @@ def unpack(theta, layer_sizes):
     return coefs, intercepts
 
 
-def init_theta(layer_sizes, activation, random_state, dtype):
-    """Glorot-uniform initialisation, as ``MLPRegressor`` does (factor 2 for logistic, else 6)."""
+# The ``weight_init`` options, the default first.
+WEIGHT_INITS = ("uniform_fan_in", "glorot_uniform")
+
+
+def init_theta(layer_sizes, activation, random_state, dtype, weight_init=WEIGHT_INITS[0]):
+    """Initial θ, drawn from ``random_state``.
+
+    ``"uniform_fan_in"``: every weight and bias of a layer with ``fan_in`` inputs from
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's ``nn.Linear`` default and so the initialisation
+    of the MAML reference implementations (the paper's PyTorch ports, learn2learn, higher,
+    torchmeta). ``"glorot_uniform"``: ``MLPRegressor``'s, bound sqrt(f / (fan_in + fan_out)) with
+    f = 2 for logistic and 6 otherwise, for weights and biases alike.
+    """
+    if weight_init not in WEIGHT_INITS:
+        raise ValueError(f"weight_init must be one of {WEIGHT_INITS}; got {weight_init!r}.")
     factor = 2.0 if activation == "logistic" else 6.0
     parts = []
     for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]):
-        bound = np.sqrt(factor / (n_in + n_out))
+        if weight_init == "uniform_fan_in":
+            bound = 1.0 / np.sqrt(n_in)
+        else:
+            bound = np.sqrt(factor / (n_in + n_out))
         parts.append(random_state.uniform(-bound, bound, n_in * n_out))
         parts.append(random_state.uniform(-bound, bound, n_out))
     theta = np.concatenate(parts).astype(dtype)

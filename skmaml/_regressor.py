@@ -29,6 +29,13 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         Width of each hidden layer; ``()`` gives a linear model.
     activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
         Hidden-layer activation.
+    weight_init : {"uniform_fan_in", "glorot_uniform"}, default="uniform_fan_in"
+        How the initial θ is drawn (from ``random_state``). ``"uniform_fan_in"``: each weight
+        and bias of a layer with ``fan_in`` inputs from U(±1/√fan_in), PyTorch's ``nn.Linear``
+        default and so the initialisation of the MAML reference implementations; on the paper's
+        sinusoid problem it gives their 10-step results, where ``"glorot_uniform"``
+        (``MLPRegressor``'s, bound √(6 / (fan_in + fan_out)), √2 for logistic) leaves a heavy
+        tail of badly adapted tasks (``docs/benchmarks.rst``).
     inner_lr : float, default=0.01
         α, the step size of the inner (adaptation) gradient steps.
     n_inner_steps : int, default=1
@@ -111,16 +118,17 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
     (10,)
     """
 
-    def __init__(self, hidden_layer_sizes=(40, 40), activation="relu", *, inner_lr=0.01,
-                 n_inner_steps=1, meta_lr=0.001, meta_optimizer="adam", first_order=False,
+    def __init__(self, hidden_layer_sizes=(40, 40), activation="relu", *,
+                 weight_init="uniform_fan_in", inner_lr=0.01, n_inner_steps=1, meta_lr=0.001,
+                 meta_optimizer="adam", first_order=False,
                  meta_batch_size=25, n_support=10, n_query=None, max_iter=1000, tol=1e-4,
                  n_iter_no_change=10, early_stopping=False, validation_fraction=0.1,
                  warm_start=False, random_state=None, n_jobs=None, verbose=0):
         super().__init__(
-            hidden_layer_sizes, activation, inner_lr=inner_lr, n_inner_steps=n_inner_steps,
-            meta_lr=meta_lr, meta_optimizer=meta_optimizer, first_order=first_order,
-            meta_batch_size=meta_batch_size, n_support=n_support, n_query=n_query,
-            max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
+            hidden_layer_sizes, activation, weight_init=weight_init, inner_lr=inner_lr,
+            n_inner_steps=n_inner_steps, meta_lr=meta_lr, meta_optimizer=meta_optimizer,
+            first_order=first_order, meta_batch_size=meta_batch_size, n_support=n_support,
+            n_query=n_query, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             warm_start=warm_start, random_state=random_state, n_jobs=n_jobs, verbose=verbose)
 

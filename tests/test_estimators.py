@@ -8,6 +8,7 @@ except the end-to-end test, which is budgeted at a few seconds.
 
 import copy
 import importlib
+import itertools
 import time
 import warnings
 
@@ -152,22 +153,46 @@ def test_sgd_is_exactly_theta_minus_beta_mean_meta_gradient(hidden, first_order)
 
 
 @pytest.mark.bit_identity
-def test_sgd_first_step_from_default_initialisation():
-    """Without warm start, θ0 is the Glorot initialisation drawn from random_state (as in
-    skmaml._params.init_theta), and the first update is again exactly θ0 − β·g."""
+@pytest.mark.parametrize("weight_init", [None, "uniform_fan_in", "glorot_uniform"])
+def test_sgd_first_step_from_default_initialisation(weight_init):
+    """Without warm start, θ0 is drawn from random_state by skmaml._params.init_theta with the
+    chosen weight_init (default "uniform_fan_in"), and the first update is exactly θ0 − β·g."""
     tasks = _fixed_tasks(2)
     hidden, activation = (6,), "relu"
+    params = {} if weight_init is None else {"weight_init": weight_init}
     est = MAMLRegressor(hidden, activation, inner_lr=0.05, n_inner_steps=1, meta_lr=0.1,
                         meta_optimizer="sgd", meta_batch_size=2, n_support=5, max_iter=1,
-                        random_state=3)
+                        random_state=3, **params)
     with pytest.warns(ConvergenceWarning):
         est.fit(tasks)
     layer_sizes = layer_sizes_array(2, hidden, 1)
-    theta0 = init_theta(layer_sizes, activation, check_random_state(3), np.float64)
+    theta0 = init_theta(layer_sizes, activation, check_random_state(3), np.float64,
+                        weight_init or "uniform_fan_in")
     expected, loss = _reference_sgd_step(theta0, layer_sizes, activation, tasks, 0.05, 1, False,
                                          0.1)
     np.testing.assert_array_equal(_theta_of(est), expected)
     assert est.loss_curve_ == [loss]
+
+
+@pytest.mark.parametrize("activation", ["relu", "logistic"])
+def test_weight_init_bounds(activation):
+    """uniform_fan_in: U(±1/√fan_in) for weights and biases (PyTorch's nn.Linear); glorot_uniform:
+    MLPRegressor's U(±√(f / (fan_in + fan_out))), f = 2 for logistic, else 6."""
+    layer_sizes = layer_sizes_array(3, (400,), 2)
+    for weight_init, bounds in (("uniform_fan_in", [1 / np.sqrt(3), 1 / np.sqrt(400)]),
+                                ("glorot_uniform", [np.sqrt((2 if activation == "logistic" else 6)
+                                                            / (a + b)) for a, b in
+                                                    ((3, 400), (400, 2))])):
+        theta = init_theta(layer_sizes, activation, np.random.RandomState(0), np.float64,
+                           weight_init)
+        coefs, intercepts = unpack(theta, layer_sizes)
+        for W, b, bound in zip(coefs, intercepts, bounds):
+            for values in (W, b):
+                assert np.abs(values).max() <= bound
+                if values.size >= 100:
+                    assert np.abs(values).max() > 0.9 * bound  # the full range is used
+    with pytest.raises(ValueError, match="weight_init"):
+        MAMLRegressor(weight_init="zeros").fit(_sinusoids())
 
 
 # -------------------------------------------------------------------------------------------------
@@ -375,6 +400,77 @@ def test_early_stopping_stops(quiet):
 def test_early_stopping_needs_two_tasks():
     with pytest.raises(ValueError, match="at least 2 tasks"):
         _early_stopping_regressor().fit(_sinusoids(n_tasks=1))
+
+
+@pytest.mark.parametrize("form", ["list", "flat"])
+def test_early_stopping_on_given_validation_tasks(monkeypatch, form, quiet):
+    """X_val: every training task trains, the given tasks validate, the best θ is restored,
+    and its validation score is the few-shot score of those tasks."""
+    tasks, valid_tasks = _sinusoids(n_tasks=8), _sinusoids(n_tasks=4, random_state=9)
+    spy = _Spy(monkeypatch)
+    Xv, yv, gv = _flat(valid_tasks)
+    val = {"X_val": valid_tasks} if form == "list" else {"X_val": Xv, "y_val": yv,
+                                                          "groups_val": gv}
+    est = _early_stopping_regressor(meta_batch_size=4).fit(tasks, **val)
+    assert len(est.validation_scores_) == 40 // 2
+    train_rows = np.concatenate(spy.train_rows)
+    assert np.isin(np.concatenate([t[0][:, 0] for t in tasks]), train_rows[:, 0]).all()
+    assert not np.isin(Xv[:, 0], train_rows[:, 0]).any()
+    best = int(np.argmax(est.validation_scores_))
+    np.testing.assert_array_equal(_theta_of(est), spy.validations[best][0])
+    monkeypatch.undo()
+    assert est.score(Xv, yv, groups=gv) == est.best_validation_score_
+
+
+def test_given_validation_tasks_need_early_stopping_and_matching_columns(quiet):
+    tasks = _sinusoids(n_tasks=4)
+    with pytest.raises(ValueError, match="early_stopping=False"):
+        _small_regressor().fit(tasks, X_val=tasks)
+    with pytest.raises(ValueError, match="X_val has 2 features, but the training tasks have 1"):
+        _early_stopping_regressor().fit(tasks, X_val=[(np.ones((9, 2)), np.ones(9))])
+    with pytest.raises(ValueError, match="groups_val"):
+        _early_stopping_regressor().fit(tasks, X_val=tasks[0][0], y_val=tasks[0][1])
+
+
+def _class_combination_tasks(classes, n_way=3, per_class=12, random_state=0):
+    rng = np.random.RandomState(random_state)
+    X, y = load_digits(return_X_y=True)
+    tasks = []
+    for combo in itertools.combinations(classes, n_way):
+        rows = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False)
+                               for c in combo])
+        tasks.append((X[rows] / 16.0, y[rows]))
+    return tasks
+
+
+def test_per_task_early_stopping_holds_out_classes(monkeypatch):
+    """task_labels='per_task': validation tasks are made only of held-out classes, and no
+    training task holds one; tasks mixing both are left out, with a warning."""
+    tasks = _class_combination_tasks(range(7))
+    spy = _Spy(monkeypatch)
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), task_labels="per_task", n_support=2,
+                         inner_lr=0.3, max_iter=10, meta_batch_size=4, early_stopping=True,
+                         validation_fraction=0.3, random_state=0)
+    with pytest.warns(UserWarning, match=r"holds out classes \[.*\]: 1 task\(s\) made only of "
+                                         r"them validate, 4 without them train, and 30"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(tasks)
+    valid_set = spy.validations[0][1]
+    held = set(np.unique(valid_set.y).tolist())
+    assert len(held) == 3
+    X_all = np.concatenate([t[0] for t in tasks])
+    y_all = np.concatenate([t[1] for t in tasks])
+    train_rows = np.concatenate(spy.train_rows)
+    # Training rows (found by their pixels) are of the other four classes only.
+    trained = {int(y_all[np.flatnonzero((X_all == row).all(axis=1))[0]]) for row in train_rows}
+    assert trained.isdisjoint(held) and len(trained) == 4
+
+
+def test_per_task_early_stopping_needs_enough_classes():
+    with pytest.raises(ValueError, match="fewer than n_way=3 for training.*X_val"):
+        MAMLClassifier(task_labels="per_task", early_stopping=True, n_support=2,
+                       max_iter=2).fit(_class_combination_tasks(range(5)))
 
 
 # -------------------------------------------------------------------------------------------------
