@@ -44,7 +44,11 @@ validation_fraction, warm_start, random_state, n_jobs, verbose
     n_query : int, default=None
         Query rows per class; ``None`` uses all rows not in the support.
     task_labels : {"shared", "per_task"}, default="shared"
-        The label regime (see above).
+        The label regime (see above). With ``"per_task"``, ``early_stopping`` holds out
+        **classes**: validation tasks are the tasks made only of ``validation_fraction`` of the
+        classes (at least ``n_way``), training tasks those without them, so that validation sees
+        θ memorising the training classes (tasks mixing both are not used; pass ``X_val`` to
+        ``fit`` to train on every task).
 
     Attributes
     ----------

@@ -62,10 +62,12 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
     n_iter_no_change : int, default=10
         Passes over the tasks without progress before stopping.
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the **tasks**, score them few-shot after each pass over
-        the training tasks, stop when that score stops improving and restore the best θ.
+        Hold out ``validation_fraction`` of the **tasks** (or use the validation tasks given to
+        ``fit`` as ``X_val``), score them few-shot after each pass over the training tasks, stop
+        when that score stops improving and restore the best θ.
     validation_fraction : float, default=0.1
-        Fraction of tasks held out with ``early_stopping``.
+        Fraction of tasks held out with ``early_stopping`` (of classes, for
+        ``MAMLClassifier(task_labels="per_task")``).
     warm_start : bool, default=False
         Continue from the current ``coefs_``/``intercepts_`` (also ones set by hand).
     random_state : int, RandomState instance or None, default=None
