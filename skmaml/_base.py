@@ -115,8 +115,9 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     @abstractmethod
     def _episode_sampler(self, y_kernel):
         """A function ``(X, y_kernel, offsets, fixed_support, batch, seeds, support_sizes,
-        n_query)`` making one compiled sampler call -> (Xs, ys, s_offsets, Xq, yq, q_offsets). Built once
-        per fit or score, so nothing about the labels is recomputed per meta-iteration."""
+        n_query)`` making one compiled sampler call -> (Xs, ys, s_offsets, Xq, yq, q_offsets).
+        Built once per fit or score, so nothing about the labels is recomputed per
+        meta-iteration."""
 
     @abstractmethod
     def _encode_adapt_targets(self, y):
@@ -185,18 +186,20 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             )
         return tasks_from_groups(X, y, groups)
 
-    def _check_task_feature_names(self, tasks, names):
-        """Every task's X must have the first task's columns, as ``predict``'s X must.
+    def _check_task_feature_names(self, tasks, names, first_set_them=True):
+        """Every task's X must have the fitted columns (``feature_names_in_``, set from the first
+        task's X when ``first_set_them``), as ``predict``'s X must.
 
         The tasks are concatenated as arrays, so a data frame with its columns in another order
         would otherwise be trained on silently misaligned features.
         """
+        first = tasks[0][0] if first_set_them else None
         for name, task in zip(names, tasks):
             parts = ([("X", task[0])] if len(task) == 2 else
                      [("X_support", task[0]), ("X_query", task[2])])
             for what, X_part in parts:
-                if X_part is tasks[0][0] or (isinstance(X_part, np.ndarray) and
-                                             not hasattr(self, "feature_names_in_")):
+                if X_part is first or (isinstance(X_part, np.ndarray) and
+                                       not hasattr(self, "feature_names_in_")):
                     continue  # nothing to compare: no names on either side
                 try:
                     validate_data(self, X_part, reset=False, skip_check_array=True)
@@ -249,7 +252,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         return self
 
     def _validation_input(self, X_val, y_val, groups_val):
-        """User-given validation tasks -> (TaskSet, kernel targets, support sizes)."""
+        """User-given validation tasks -> (TaskSet, kernel targets)."""
         if X_val is None:
             raise ValueError("y_val or groups_val is given without X_val.")
         if y_val is None:
@@ -262,7 +265,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             if task_set.X.shape[1] != self.n_features_in_:
                 raise ValueError(f"X_val has {task_set.X.shape[1]} features, but the training "
                                  f"tasks have {self.n_features_in_}.")
-            self._check_task_feature_names(X_val, [f"X_val {n}" for n in task_set.names])
+            self._check_task_feature_names(X_val, [f"X_val {n}" for n in task_set.names],
+                                           first_set_them=False)
             task_set.names = [f"validation {n}" for n in task_set.names]
         else:
             if groups_val is None:

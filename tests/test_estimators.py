@@ -430,6 +430,11 @@ def test_given_validation_tasks_need_early_stopping_and_matching_columns(quiet):
         _early_stopping_regressor().fit(tasks, X_val=[(np.ones((9, 2)), np.ones(9))])
     with pytest.raises(ValueError, match="groups_val"):
         _early_stopping_regressor().fit(tasks, X_val=tasks[0][0], y_val=tasks[0][1])
+    pd = pytest.importorskip("pandas")
+    frames = [(pd.DataFrame({"a": X[:, 0], "b": -X[:, 0]}), y) for X, y in tasks]
+    swapped = [(X[["b", "a"]], y) for X, y in frames]
+    with pytest.raises(ValueError, match="X_val task 0: X: .*feature names"):
+        _early_stopping_regressor().fit(frames, X_val=swapped)
 
 
 def _class_combination_tasks(classes, n_way=3, per_class=12, random_state=0):
