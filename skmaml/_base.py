@@ -35,7 +35,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     """Base class of MAML estimators. Use :class:`MAMLRegressor` or :class:`MAMLClassifier`."""
 
     _parameter_constraints: dict = {
-        "hidden_layer_sizes": ["array-like"],
+        # As MLPRegressor: a tuple of widths, or one int for one hidden layer.
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATION_CODES))],
         "weight_init": [StrOptions(set(WEIGHT_INITS))],
         "inner_lr": [Interval(Real, 0, None, closed="left")],

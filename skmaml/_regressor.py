@@ -25,8 +25,8 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
 
     Parameters
     ----------
-    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(40, 40)
-        Width of each hidden layer; ``()`` gives a linear model.
+    hidden_layer_sizes : array-like of shape (n_layers - 2,) or int, default=(40, 40)
+        Width of each hidden layer (an int: one hidden layer); ``()`` gives a linear model.
     activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
         Hidden-layer activation.
     weight_init : {"uniform_fan_in", "glorot_uniform"}, default="uniform_fan_in"

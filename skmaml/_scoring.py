@@ -83,10 +83,11 @@ class FewShotScorer:
     """
 
     def __init__(self, metric=None, *, n_support=None, n_inner_steps=None, random_state=0):
-        for name, value in (("n_support", n_support), ("n_inner_steps", n_inner_steps)):
-            if value is not None and (not isinstance(value, Integral) or value < 0 or
-                                      (name == "n_support" and value < 1)):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
+        for name, value, least, kind in (("n_support", n_support, 1, "a positive"),
+                                         ("n_inner_steps", n_inner_steps, 0, "a non-negative")):
+            if value is not None and (not isinstance(value, Integral) or isinstance(value, bool)
+                                      or value < least):
+                raise ValueError(f"{name} must be {kind} int or None, got {value!r}.")
         self.metric = metric
         self.n_support = n_support
         self.n_inner_steps = n_inner_steps

@@ -694,6 +694,24 @@ def test_random_state_instance_and_clone(quiet):
     _assert_same_params(b, c)
 
 
+def test_hidden_layer_sizes_as_one_int(quiet):
+    """As MLPRegressor: hidden_layer_sizes=8 is one hidden layer of 8 units."""
+    est = _small_regressor(hidden_layer_sizes=8).fit(_sinusoids())
+    assert [W.shape for W in est.coefs_] == [(1, 8), (8, 1)]
+    for bad in (0, -3, (8, 0), 2.5):
+        with pytest.raises(ValueError, match="hidden_layer_sizes"):
+            _small_regressor(hidden_layer_sizes=bad).fit(_sinusoids())
+
+
+def test_fewshotscorer_checks_its_integers():
+    FewShotScorer(n_support=1, n_inner_steps=0)
+    for kwargs, message in (({"n_support": 0}, "n_support must be a positive int"),
+                            ({"n_inner_steps": -1}, "n_inner_steps must be a non-negative int"),
+                            ({"n_support": True}, "n_support must be a positive int")):
+        with pytest.raises(ValueError, match=message):
+            FewShotScorer(**kwargs)
+
+
 def test_empty_hidden_layers_regressor_is_linear(quiet):
     tasks = _sinusoids()
     est = _small_regressor(hidden_layer_sizes=()).fit(tasks)
