@@ -660,9 +660,9 @@ def compile_times(report):
            "compiles once per dtype; first_order, N and all shapes are run-time arguments); "
            "warm = a new process loading those kernels from the on-disk cache. "
            "import = `import skmaml._kernels._maml, skmaml._optim`, which runs the package's "
-           "`__init__` too. CPU time = process time of the same span (less sensitive to other load on a shared "
-           "machine; data set-up excluded); process wall includes interpreter start-up and the "
-           "numpy import.")
+           "`__init__` too. CPU time = process time of the same span (less sensitive to other "
+           "load on a shared machine; data set-up excluded); process wall includes interpreter "
+           "start-up and the numpy import.")
     report("")
 
 
@@ -721,6 +721,7 @@ def main(argv=None):
 
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
+
         # Importing the kernels loads SciPy's BLAS (numba's gemm), so limit threads afterwards.
         import skmaml._kernels._maml  # noqa: F401
         import skmaml._optim  # noqa: F401

@@ -68,8 +68,7 @@ REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench_meta_step import (  # noqa: E402  (after the path set-up)
-    Report, accuracy_header, table)
+from bench_meta_step import Report, accuracy_header, table  # noqa: E402  (after the path set-up)
 
 N_WAY = 3
 SHOTS = (1, 5)

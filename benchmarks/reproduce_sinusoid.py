@@ -54,8 +54,7 @@ REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench_meta_step import (  # noqa: E402  (after the path set-up)
-    Report, accuracy_header, table)
+from bench_meta_step import Report, accuracy_header, table  # noqa: E402  (after the path set-up)
 
 # The paper's hyper-parameters (section 5.1 and appendix A.1).
 HIDDEN = (40, 40)

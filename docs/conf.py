@@ -1,4 +1,7 @@
-"""Sphinx configuration of the skmaml documentation (build: python -m sphinx -W -b html docs docs/_build/html)."""
+"""Sphinx configuration of the skmaml documentation.
+
+Build: ``python -m sphinx -W -b html docs docs/_build/html``.
+"""
 
 import os
 import sys

@@ -24,8 +24,8 @@ from ._kernels._mlp import forward, loss_grad
 from ._kernels._numeric import all_finite
 from ._optim import make_optimizer
 from ._parallel import MetaGradient
-from ._progress import Progress
 from ._params import WEIGHT_INITS, check_shapes, init_theta, layer_sizes_array, pack, unpack
+from ._progress import Progress
 from ._tasks import tasks_from_groups, tasks_from_list
 
 _SEED_HIGH = np.iinfo(np.int64).max

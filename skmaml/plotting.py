@@ -266,7 +266,9 @@ def _support_query_split(task, n_support, classifier, rng, index):
     query = np.setdiff1d(np.arange(n_rows), support)
     if query.size == 0:
         raise ValueError(f"task {index} has no row left for the query set.")
-    take = (lambda A, rows: A.iloc[rows] if hasattr(A, "iloc") else np.asarray(A)[rows])
+    def take(A, rows):
+        return A.iloc[rows] if hasattr(A, "iloc") else np.asarray(A)[rows]
+
     return take(X, support), y[support], take(X, query), y[query]
 
 

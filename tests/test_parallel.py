@@ -5,10 +5,16 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from skmaml import MAMLClassifier, MAMLRegressor
-from skmaml._parallel import (MAX_CHUNKS, MIN_CHUNK_FLOPS, MetaGradient, chunk_bounds,
-                              flops_per_row, resolve_n_jobs)
 from skmaml._kernels._config import RELU
 from skmaml._kernels._maml import meta_batch_grad
+from skmaml._parallel import (
+    MAX_CHUNKS,
+    MIN_CHUNK_FLOPS,
+    MetaGradient,
+    chunk_bounds,
+    flops_per_row,
+    resolve_n_jobs,
+)
 
 
 def heavy_tasks(n_tasks=12, n_rows=120, n_features=5, seed=0):

@@ -25,9 +25,20 @@ import numpy as np
 from numba import njit
 
 from ._config import JIT_OPTIONS
-from ._mlp import (_backprop_rows, _block_start, _forward_rows, _hvp_blocks, _loss_grad_rows,
-                   _output_grad, _weight_grad_rows, buffer_size, layer_offsets, loss_grad, n_params,
-                   width_offsets)
+from ._mlp import (
+    _backprop_rows,
+    _block_start,
+    _forward_rows,
+    _hvp_blocks,
+    _loss_grad_rows,
+    _output_grad,
+    _weight_grad_rows,
+    buffer_size,
+    layer_offsets,
+    loss_grad,
+    n_params,
+    width_offsets,
+)
 from ._numeric import as_dtype_of
 
 

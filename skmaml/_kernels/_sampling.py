@@ -214,7 +214,8 @@ def sample_classification_episodes(
     uniformly random ``n_query`` of its remaining rows to the query set (with ``n_query == -1``: all the
     task's rows not in the support). The task's support rows are then put in uniformly random order,
     and so are its query rows. So the support holds exactly ``n_way * support_sizes[t]`` rows
-    (``support_sizes[t]`` shots per class, the few-shot convention) and the query ``n_way * n_query`` (or the rest).
+    (``support_sizes[t]`` shots per class, the few-shot convention) and the query
+    ``n_way * n_query`` (or the rest).
 
     Fixed task (``fixed_support[t] = s``): its first ``s`` rows are the support, the others the query,
     copied in order.
