@@ -5,6 +5,7 @@ Run it from the repository root::
     python benchmarks/reproduce_sinusoid.py                 # full run: 70,000 meta-iterations
     python benchmarks/reproduce_sinusoid.py --quick         # smoke run: 2,000 meta-iterations
     python benchmarks/reproduce_sinusoid.py --output sinusoid.md
+    python benchmarks/reproduce_sinusoid.py --torch-reference   # the same run in PyTorch beside it
 
 The setting of Finn, Abbeel & Levine (2017), section 5.1: tasks ``y = A sin(x - phi)`` with
 ``A ~ U[0.1, 5]``, ``phi ~ U[0, pi]``, ``x ~ U[-5, 5]``; an MLP 1-40-40-1 with ReLU; K = 10 support
@@ -32,6 +33,11 @@ each task's query loss, i.e. multi-task training), trained with the same tasks, 
 number of iterations. It is then fine-tuned on the K support rows by plain gradient steps whose
 step size is chosen, separately for each K and each number of steps, from a grid on 200 validation
 tasks (another seed), as the paper does. MAML keeps alpha = 0.01, untuned.
+
+``--torch-reference`` also trains the run in PyTorch as its PyTorch ports do (``nn.Linear``
+layers and their default initialisation, a fresh meta-batch at every iteration, ``torch.func``,
+Adam) and evaluates it with the same test tasks and the same adaptation code as skmaml's model,
+so the two rows differ only by the training implementation and its random draws.
 
 Timing: the numba cache is warmed first (a tiny fit of each model and one ``adapt``), then the
 70,000-iteration MAML fit is timed by itself, wall time and process CPU time, and so is the
@@ -108,6 +114,70 @@ def make_estimator(n_inner_steps, max_iter, random_state, n_jobs, weight_init="u
                          first_order=False, meta_batch_size=META_BATCH,
                          n_support=N_SUPPORT_TRAIN, n_query=N_QUERY_TRAIN, max_iter=max_iter,
                          random_state=random_state, n_jobs=n_jobs)
+
+
+def train_torch_reference(max_iter, random_state):
+    """The paper's run in PyTorch, written the way its PyTorch ports are: ``nn.Linear`` layers
+    (so their default initialisation), a fresh meta-batch of 25 tasks drawn at every iteration,
+    one inner step through ``torch.func.grad`` (second order), ``torch.optim.Adam``; float32,
+    one thread. Returns ``(coefs, intercepts, seconds)`` in skmaml's layout."""
+    try:
+        import torch
+        from torch.func import grad, vmap
+    except ImportError as exc:
+        raise SystemExit("--torch-reference needs PyTorch: pip install torch==2.13.0 (a CPU "
+                         "build; see benchmarks/README.md)") from exc
+
+    torch.set_num_threads(1)
+    torch.manual_seed(random_state)
+    rng = np.random.RandomState(random_state)
+    sizes = (1, *HIDDEN, 1)
+    layers = [torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+    params = [torch.nn.Parameter(t.detach().clone()) for layer in layers
+              for t in (layer.weight, layer.bias)]
+
+    def forward(p, x):
+        for i in range(0, len(p), 2):
+            x = x @ p[i].T + p[i + 1]
+            if i + 2 < len(p):
+                x = torch.relu(x)
+        return x
+
+    def loss(p, x, y):
+        return torch.mean((forward(p, x) - y) ** 2)
+
+    def task_query_loss(p, xs, ys, xq, yq):
+        g = grad(loss)(p, xs, ys)
+        return loss(tuple(a - INNER_LR * b for a, b in zip(p, g)), xq, yq)
+
+    def batch_loss(p, Xs, Ys, Xq, Yq):
+        return vmap(task_query_loss, in_dims=(None, 0, 0, 0, 0))(p, Xs, Ys, Xq, Yq).mean()
+
+    meta_grad = grad(batch_loss)
+    optimizer = torch.optim.Adam(params, lr=META_LR)
+    n_rows = N_SUPPORT_TRAIN + N_QUERY_TRAIN
+    start = time.perf_counter()
+    for _ in range(max_iter):
+        amplitude = rng.uniform(0.1, 5.0, (META_BATCH, 1, 1))
+        phase = rng.uniform(0.0, np.pi, (META_BATCH, 1, 1))
+        x = rng.uniform(-5.0, 5.0, (META_BATCH, n_rows, 1))
+        x, y = (torch.tensor(a, dtype=torch.float32) for a in (x, amplitude * np.sin(x - phase)))
+        gradients = meta_grad(tuple(params), x[:, :N_SUPPORT_TRAIN], y[:, :N_SUPPORT_TRAIN],
+                              x[:, N_SUPPORT_TRAIN:], y[:, N_SUPPORT_TRAIN:])
+        for param, gradient in zip(params, gradients):
+            param.grad = gradient
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    arrays = [p.detach().numpy().astype(DTYPE) for p in params]
+    return [W.T.copy() for W in arrays[0::2]], [b.copy() for b in arrays[1::2]], seconds
+
+
+def with_parameters(estimator, coefs, intercepts):
+    """A copy of a fitted estimator holding other parameters, so that they are adapted and
+    scored by exactly the same code."""
+    model = copy.deepcopy(estimator)
+    model.coefs_, model.intercepts_ = coefs, intercepts
+    return model
 
 
 def timed_fit(estimator, X, y, groups):
@@ -210,6 +280,9 @@ def main(argv=None):
     p.add_argument("--weight-init", default="uniform_fan_in",
                    choices=("uniform_fan_in", "glorot_uniform"),
                    help="initialisation of both models (default: skmaml's default)")
+    p.add_argument("--torch-reference", action="store_true",
+                   help="also train the same run in PyTorch (nn.Linear init, fresh tasks at "
+                        "every iteration) and evaluate it with the same code; about 5 minutes")
     p.add_argument("--output", metavar="FILE", help="also write the report (Markdown) to FILE")
     args = p.parse_args(argv)
     max_iter = args.max_iter or (QUICK_ITERATIONS if args.quick else FULL_ITERATIONS)
@@ -234,6 +307,10 @@ def main(argv=None):
     maml_wall, maml_cpu = timed_fit(maml, X, y, groups)
     pooled = make_estimator(0, max_iter, args.random_state, args.n_jobs, args.weight_init)
     pooled_wall, pooled_cpu = timed_fit(pooled, X, y, groups)
+    models = [("MAML", maml), ("pretrained", pooled)]
+    if args.torch_reference:
+        coefs, intercepts, torch_seconds = train_torch_reference(max_iter, args.random_state)
+        models.insert(1, ("MAML, PyTorch reference", with_parameters(maml, coefs, intercepts)))
 
     report("## Training", "")
     report("%d training tasks x %d rows (%d support + %d query drawn afresh at each visit), "
@@ -262,6 +339,9 @@ def main(argv=None):
               " (extrapolated to %d: %.1f s wall, %.1f s CPU)"
               % (FULL_ITERATIONS, maml_wall * per_full, maml_cpu * per_full),
               FULL_ITERATIONS, "met" if maml_wall * per_full < 30 else "NOT met"), "")
+    if args.torch_reference:
+        report("PyTorch reference: %d meta-iterations in %.1f s (eager torch.func, one thread, "
+               "fresh tasks drawn in NumPy at every iteration)." % (max_iter, torch_seconds), "")
 
     chosen, scores = tune_pretrained_steps(pooled, validation)
     report("## Pretrained baseline: fine-tuning step size chosen on %d validation tasks"
@@ -282,16 +362,16 @@ def main(argv=None):
     results = {}
     rows = []
     for k in TEST_SHOTS:
-        for name, model in (("MAML", maml), ("pretrained", pooled)):
+        for name, model in models:
             cells = []
             for n_steps in STEP_COUNTS:
                 lr = chosen[k, n_steps] if name == "pretrained" and n_steps else None
                 results[name, k, n_steps] = query_errors(model, test[k], k, n_steps, lr)
                 cells.append(fmt_ci(*mean_ci(results[name, k, n_steps])))
-            steps = ("α=%g" % INNER_LR if name == "MAML" else
+            steps = ("α=%g" % INNER_LR if name != "pretrained" else
                      "%g / %g" % (chosen[k, 1], chosen[k, 10]))
             rows.append(["K=%d" % k, name, steps] + cells)
-            if k == 5:
+            if k == 5 and name in PUBLISHED_K5:
                 published = PUBLISHED_K5[name]
                 rows.append(["K=5", name + ", published", "", "",
                              "%.2f" % published[1], "%.2f" % published[10]])
@@ -304,7 +384,7 @@ def main(argv=None):
            "errors.", "")
     rows = []
     for k in TEST_SHOTS:
-        for name in ("MAML", "pretrained"):
+        for name, _ in models:
             for n_steps in STEP_COUNTS[1:]:
                 errors = results[name, k, n_steps]
                 rows.append(["K=%d" % k, name, "%d" % n_steps, fmt_ci(*mean_ci(errors)),
