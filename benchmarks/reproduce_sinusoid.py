@@ -28,8 +28,9 @@ support points lie close together is fitted there and extrapolated wildly elsewh
 comparison with the published numbers also prints the median and the largest per-task errors.
 
 Baseline "pretrained": the same network trained on all tasks pooled. ``MAMLRegressor(
-n_inner_steps=0)`` is exactly that (with no inner step the meta-gradient is the plain gradient of
-each task's query loss, i.e. multi-task training), trained with the same tasks, meta-batch, Adam and
+n_inner_steps=0)`` is that in expectation (with no inner step the meta-gradient is the plain
+gradient of each task's query loss, i.e. multi-task training in minibatches grouped by task, every
+task weighing the same), trained with the same tasks, meta-batch, Adam and
 number of iterations. It is then fine-tuned on the K support rows by plain gradient steps whose
 step size is chosen, separately for each K and each number of steps, from a grid on 200 validation
 tasks (another seed), as the paper does. MAML keeps alpha = 0.01, untuned.

@@ -22,7 +22,7 @@ from ._kernels._config import ACTIVATION_CODES
 from ._kernels._maml import inner_adapt
 from ._kernels._mlp import forward, loss_grad
 from ._kernels._numeric import all_finite
-from ._optim import make_optimizer
+from ._optim import OPTIMIZER_NAMES, make_optimizer
 from ._parallel import MetaGradient
 from ._params import WEIGHT_INITS, check_shapes, init_theta, layer_sizes_array, pack, unpack
 from ._progress import Progress
@@ -42,7 +42,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         "inner_lr": [Interval(Real, 0, None, closed="left")],
         "n_inner_steps": [Interval(Integral, 0, None, closed="left")],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
-        "meta_optimizer": [StrOptions({"sgd", "adam"})],
+        "meta_optimizer": [StrOptions(set(OPTIMIZER_NAMES))],
         "first_order": ["boolean"],
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_support": [Interval(Integral, 1, None, closed="left")],
@@ -54,7 +54,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
-        "n_jobs": [Integral, None],
+        "n_jobs": [Interval(Integral, None, -1, closed="right"),
+                   Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
     }
 

@@ -131,11 +131,28 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
             return codes, labels.shape[0]
         n_way, _ = self._n_way_of_tasks(task_set, codes, labels.shape[0])
         self._check_same_n_way(task_set, n_way, n_way[0])
+        self._check_fixed_query_classes(task_set, codes)
         if n_way[0] < 2:
             raise ValueError("task_labels='per_task' needs tasks with at least 2 classes; "
                              f"{task_set.names[0]} has 1.")
         self.classes_ = np.arange(n_way[0])
         return codes, int(n_way[0])
+
+    @staticmethod
+    def _check_fixed_query_classes(task_set, codes):
+        """``"per_task"``: a task with a given split must have every query class in its support,
+        since its outputs are assigned to the classes of its own rows and adaptation sees only the
+        support."""
+        for t in np.flatnonzero(task_set.fixed_support >= 0):
+            start, split, end = (task_set.offsets[t], task_set.offsets[t] + task_set.fixed_support[t],
+                                 task_set.offsets[t + 1])
+            missing = np.setdiff1d(codes[split:end], codes[start:split])
+            if missing.size:
+                labels = np.unique(task_set.y)[missing]
+                raise ValueError(
+                    f"{task_set.names[t]}: y_query has classes {labels.tolist()} that y_support "
+                    "does not: with task_labels='per_task' a task is adapted to the classes of its "
+                    "support rows only.")
 
     @staticmethod
     def _check_same_n_way(task_set, n_way, expected):
@@ -154,6 +171,7 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         codes = codes.astype(np.int64)
         n_way, _ = self._n_way_of_tasks(task_set, codes, labels.shape[0])
         self._check_same_n_way(task_set, n_way, self.n_outputs_)
+        self._check_fixed_query_classes(task_set, codes)
         return codes
 
     def _shared_codes(self, y):

@@ -3,7 +3,8 @@
 Each optimiser is a small plain object: hyper-parameters as Python floats, state as NumPy arrays and
 ints, nothing numba-compiled stored on it, so it pickles (an estimator with ``warm_start`` can carry it)
 and copies cheaply. ``update`` is one call into a compiled kernel of :mod:`skmaml._kernels._update`:
-a meta-iteration takes ~100 µs, so the Python side does no array work of its own.
+a small meta-iteration takes a fraction of a millisecond (``benchmarks/bench_meta_step.py``), so
+the Python side does no array work of its own.
 """
 
 import numpy as np
@@ -53,7 +54,7 @@ class AdamOptimizer:
     Parameters
     ----------
     learning_rate : float
-        The step size α (``meta_lr``).
+        The meta step size β (``meta_lr``).
     beta_1, beta_2 : float, default=0.9, 0.999
         Decay rates of the first and second moment estimates.
     epsilon : float, default=1e-8

@@ -7,8 +7,8 @@ other, and chunk results are combined in chunk order, so the model is bit-identi
 kernel call, with no thread dispatch at all.
 
 Threads come from a standard-library pool created once per fit. joblib's ``Parallel`` waits for
-results by polling every 10 ms (``time.sleep(0.01)`` in its retrieval loop; measured ~10 ms per call
-for two trivial tasks against ~40 µs here), longer than a whole meta-iteration of a small network.
+results by polling (``time.sleep(0.01)`` in its retrieval loop), so a call costs up to 10 ms: longer
+than a whole meta-iteration of a small network.
 Across fits (GridSearchCV, cross_validate), joblib and any of its backends, Dask included, are used as
 usual; the within-fit threads stay on the worker that runs the fit.
 """
@@ -16,27 +16,29 @@ usual; the within-fit threads stay on the worker that runs the fit.
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from joblib import cpu_count
+from joblib import effective_n_jobs, parallel_config
 from threadpoolctl import threadpool_limits
 
 from ._kernels._maml import meta_batch_grad, workspace_size
 
-# Below this much estimated work per chunk, a thread hand-off (~40 µs round trip) and the smaller
-# step-0 products of a split batch cost more than a second core saves. 20 MFLOP is about 0.5 ms of
-# kernel time at the ~40 GFLOP/s the kernels reach on small layers (benchmarks/bench_parallel.py
-# measures the resulting speed-ups).
+# Below this much estimated work per chunk, a thread hand-off and the smaller step-0 products of a
+# split batch cost more than a second core saves: 20 MFLOP is a fraction of a millisecond of kernel
+# time (benchmarks/bench_meta_step.py prints GFLOP/s; benchmarks/bench_parallel.py measures the
+# resulting speed-ups).
 MIN_CHUNK_FLOPS = 20e6
 # At most this many chunks: enough to balance two to eight threads without making the products small.
 MAX_CHUNKS = 16
 
 
 def resolve_n_jobs(n_jobs):
-    """Threads for ``n_jobs`` (joblib's convention: None -> 1, -1 -> all cores, -2 -> all but one)."""
-    if n_jobs is None:
-        return 1
-    if n_jobs < 0:
-        return max(1, cpu_count() + 1 + n_jobs)
-    return int(n_jobs)
+    """Threads for ``n_jobs``, counted as joblib counts them: ``None`` is 1 unless a
+    ``joblib.parallel_config(n_jobs=...)`` says otherwise, -1 all cores, -2 all but one.
+
+    The threads run in this process whatever backend ``parallel_config`` names for searches (a
+    Dask backend would count a whole cluster's workers for -1), so they are counted as threads.
+    """
+    with parallel_config(backend="threading"):
+        return effective_n_jobs(n_jobs)
 
 
 def flops_per_row(layer_sizes, n_inner_steps, first_order):
@@ -130,7 +132,7 @@ class MetaGradient:
         """Mean query loss; writes the mean meta-gradient into ``grad_out``."""
         n_tasks = s_offsets.shape[0] - 1
         # Most batches are far below two chunks of work: decide that from the row totals, in
-        # O(1), rather than plan chunks with array work at every meta-iteration (17 us measured).
+        # O(1), rather than plan chunks with several NumPy calls at every meta-iteration.
         total = (self.support_flops * (s_offsets[-1] - s_offsets[0])
                  + self.query_flops * (q_offsets[-1] - q_offsets[0]))
         if total < 2 * MIN_CHUNK_FLOPS or n_tasks < 2:

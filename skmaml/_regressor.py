@@ -76,7 +76,9 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         Threads for the meta-gradient of each meta-batch. A meta-batch is cut into chunks of
         tasks by its estimated work (independently of ``n_jobs``), so the model is bit-identical
         for any ``n_jobs``; a batch too small to gain from threads is one chunk and runs directly.
-        ``None`` means 1, ``-1`` all cores. BLAS stays single-threaded during ``fit``.
+        ``None`` means 1 unless in a ``joblib.parallel_config(n_jobs=...)`` context, ``-1`` all
+        cores (always threads of this process, whatever the joblib backend). BLAS stays
+        single-threaded during ``fit``.
     verbose : int, default=0
         Show progress: a tqdm bar when tqdm is installed (``pip install "skmaml[progress]"``),
         otherwise a printed line at most once a second. Either costs nothing measurable.

@@ -70,7 +70,7 @@ def _is_ready(array, ensure_2d, dtype):
     """Whether ``check_array`` would return ``array`` unchanged but for its finiteness check.
 
     Validating tens of thousands of small tasks one ``check_array`` call each takes longer than
-    meta-training on them (0.23 ms per task measured); arrays already in a usable form skip it, and
+    meta-training on them; arrays already in a usable form skip it, and
     their finiteness is checked once over all tasks (:func:`_check_finite`).
     """
     if not isinstance(array, np.ndarray) or array.shape[0] < 1 or not array.flags.c_contiguous:

@@ -4,9 +4,10 @@ Run it with ``python -m skmaml.demo`` (``--quick`` for a shorter run). It reprod
 MAML paper's regression experiment (Finn et al. 2017, section 5.1) at a small budget: tasks
 ``y = A sin(x - phi)``, K = 10 support rows, MLP 1-40-40-1, one inner step of size 0.01, Adam.
 
-The baseline is the same network trained on all tasks pooled (MAML with zero inner steps is exactly
-that: the meta-gradient is then the plain gradient of every task's loss) and then fine-tuned on the
-same 10 rows with the same steps, as in the paper.
+The baseline is the same network trained on all tasks pooled (MAML with zero inner steps: the
+meta-gradient is then the plain gradient of each task's query loss, so in expectation this is
+training on all rows, in minibatches grouped by task with every task weighing the same) and then
+fine-tuned on the same 10 rows with the same steps, as in the paper.
 """
 
 import argparse

@@ -19,6 +19,7 @@ from sklearn import config_context
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
 from sklearn.utils.parallel import Parallel, delayed
 
+from _dask_probe import ThreadProbeRegressor  # tests/ is on sys.path, as for naive
 from skmaml import MAMLRegressor
 from skmaml._parallel import chunk_bounds, flops_per_row
 from skmaml.datasets import make_sinusoid_tasks
@@ -129,28 +130,13 @@ def test_grid_search_with_within_fit_threads_on_dask(client):
     assert_same_search(distributed_search, sequential)
 
 
-class ThreadProbeRegressor(MAMLRegressor):
-    """Records, while meta-training, the process and the threads alive at each batch sampling."""
-
-    def _episode_sampler(self, y_kernel):
-        sample = super()._episode_sampler(y_kernel)
-        if not hasattr(self, "probe_pids_"):  # score() builds a sampler too: keep fit's records
-            self.probe_pids_, self.probe_threads_ = set(), set()
-
-        def probed(*args):
-            self.probe_pids_.add(os.getpid())
-            self.probe_threads_.update(t.name for t in threading.enumerate())
-            return sample(*args)
-
-        return probed
-
-
 def test_within_fit_threads_stay_on_the_worker(client):
     """The chunk threads of a fit run inside the worker process that runs the fit: dask sees one
     task per fit, never the chunks."""
-    if not all(client.run(lambda name=__name__: importlib.util.find_spec(name) is not None)
-               .values()):
-        pytest.skip("the workers cannot import this test module (pytest import mode)")
+    # The probe's class must unpickle on the workers, whatever pytest's import mode: send its
+    # module to them (distributed makes an uploaded file importable).
+    client.upload_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_dask_probe.py"))
+    assert all(client.run(lambda: importlib.util.find_spec("_dask_probe") is not None).values())
     X, y, g = heavy_data()
     with config_context(enable_metadata_routing=True):
         reference = cross_validate(MAMLRegressor(n_jobs=1, **HEAVY), X, y, cv=GroupKFold(3),

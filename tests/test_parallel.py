@@ -1,5 +1,6 @@
 """Parallel meta-training: chunking by work, bit-identical results for any n_jobs, thread hygiene."""
 
+import joblib
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
@@ -108,5 +109,16 @@ def test_thread_settings_are_restored():
 def test_resolve_n_jobs():
     assert resolve_n_jobs(None) == 1
     assert resolve_n_jobs(3) == 3
-    assert resolve_n_jobs(-1) >= 1
-    assert resolve_n_jobs(-1) == resolve_n_jobs(-2) + 1 or resolve_n_jobs(-2) == 1
+    assert resolve_n_jobs(-1) == joblib.cpu_count()
+    assert resolve_n_jobs(-2) == max(1, joblib.cpu_count() - 1)
+    # joblib's context decides None, as sklearn documents for n_jobs ...
+    with joblib.parallel_config(n_jobs=2):
+        assert resolve_n_jobs(None) == 2
+    # ... but not that the threads are local: a process or cluster backend changes nothing.
+    with joblib.parallel_config(backend="loky"):
+        assert resolve_n_jobs(-1) == joblib.cpu_count()
+
+
+def test_n_jobs_zero_is_rejected():
+    with pytest.raises(ValueError, match="n_jobs"):
+        MAMLRegressor(n_jobs=0, max_iter=1).fit(heavy_tasks(n_tasks=2, n_rows=12))

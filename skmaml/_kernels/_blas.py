@@ -1,10 +1,11 @@
 """Direct BLAS ``gemm`` on offsets into flat arrays, callable from nogil numba kernels.
 
 ``np.dot`` in numba builds each operand as an array object; the MAML kernels need dozens of small
-products per task on sub-blocks of work buffers, where building those views (a reshape costs ~30 ns)
-and the temporaries needed to accumulate products cost as much as the arithmetic. This calls the
-same C helper numba's ``np.dot`` uses (``numba_xxgemm``, SciPy's BLAS) with explicit leading
-dimensions and ``alpha``/``beta``. The symbol is resolved by name, so callers stay cacheable.
+products per task on sub-blocks of work buffers, where building those views (one array object per
+operand and product) and the temporaries needed to accumulate products cost as much as the
+arithmetic. This calls the same C helper numba's ``np.dot`` uses (``numba_xxgemm``, SciPy's
+BLAS) with explicit leading dimensions and ``alpha``/``beta``. The symbol is resolved by name, so
+callers stay cacheable.
 """
 
 import numpy as np

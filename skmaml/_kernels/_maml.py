@@ -1,8 +1,9 @@
 """MAML kernels: inner adaptation and the meta-gradient, per task and over a ragged meta-batch.
 
-Vocabulary (as in the JAX MAML notebook): ``task_loss`` is the loss of a task's rows, ``inner_adapt``
-runs the N inner SGD steps ``theta_k = theta_{k-1} - alpha * grad L_support(theta_{k-1})`` and
-``task_meta_grad`` differentiates ``L_query(inner_adapt(theta))`` with respect to ``theta``.
+Vocabulary (as in the JAX MAML notebook): the loss of a task's rows is :func:`._mlp.loss_grad`
+(its value and gradient), ``inner_adapt`` runs the N inner SGD steps
+``theta_k = theta_{k-1} - alpha * grad L_support(theta_{k-1})`` and ``task_meta_grad`` differentiates
+``L_query(inner_adapt(theta))`` with respect to ``theta``.
 
 Second order backpropagates through the inner steps with Hessian-vector products::
 
@@ -269,6 +270,9 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
 def task_meta_grad(theta, layer_sizes, activation, Xs, ys, Xq, yq, inner_lr, n_steps, first_order,
                    grad_out):
     """Query loss after adaptation and the meta-gradient of one task.
+
+    Test entry point: the estimator calls :func:`meta_batch_grad`, which this wraps for one task
+    so that the tests can hold it against finite differences of the adapted query loss.
 
     Parameters are those of :func:`meta_batch_grad` for a single task (``Xs``/``ys`` its support
     rows, ``Xq``/``yq`` its query rows). Returns the query loss after ``n_steps`` inner steps and

@@ -27,7 +27,8 @@ output block is unused), ``DZ`` holds ``dLoss/dz_l`` and ``DA`` holds ``dLoss/da
 A pass over rows ``r0 : r0 + n`` of such buffers lets one buffer serve a whole batch of tasks at once
 (all tasks share ``theta`` before adaptation) and each task then read its own rows. Every matrix
 product is one BLAS call on offsets into these buffers (:func:`._blas.gemm`), with ``beta = 1``
-where products accumulate, so no views or temporaries are built on the hot path.
+where products accumulate, so no views are built on the hot path; the only temporaries are the
+short vectors of ones that bias adds and column sums multiply by (:func:`_ones`).
 """
 
 import numpy as np
@@ -94,7 +95,7 @@ def _block_start(n_buf, woffsets, l, r0):
 
 # --------------------------------------------------------------------------------------------------
 # Elementwise pieces. Each loop runs from 0 over 1-D slices: with an index that might be negative
-# numba must check for wraparound on every access, which stops LLVM from vectorising (measured 18x).
+# numba must check for wraparound on every access, which stops LLVM from vectorising the loop.
 # --------------------------------------------------------------------------------------------------
 
 
@@ -499,6 +500,9 @@ def loss_grad(theta, layer_sizes, activation, X, y, grad_out):
 @njit(**JIT_OPTIONS)
 def hvp(theta, layer_sizes, activation, X, y, v, out):
     """Hessian-vector product of the loss: ``out = d2Loss/dtheta2 @ v``.
+
+    Test entry point: the meta-gradient kernels call the blocked products directly
+    (:func:`_hvp_blocks`); this whole-θ form is what the tests compare with the NumPy reference.
 
     Parameters
     ----------

@@ -116,6 +116,8 @@ def rng_seed(state, seed):
 def rng_init(seed):
     """A new generator state seeded from ``seed`` (see :func:`rng_seed`).
 
+    Test entry point: the samplers reseed one state in place with :func:`rng_seed`.
+
     Parameters
     ----------
     seed : int
@@ -170,6 +172,8 @@ def rng_next_u64(state):
 @njit(**JIT_OPTIONS)
 def rng_uniform(state):
     """A float64 uniformly distributed on ``[0, 1)``.
+
+    Test entry point (its distribution is tested; the samplers draw integers only).
 
     The top 53 bits times ``2**-53``: every value is a multiple of ``2**-53``, each equally likely, and
     the conversion is exact (the same on every platform); 1.0 cannot occur.
@@ -273,7 +277,8 @@ def shuffle_inplace(state, arr):
 def choice_without_replacement(state, n, k):
     """``k`` distinct integers drawn uniformly from ``[0, n)``, in uniformly random order.
 
-    Allocates ``O(n)``; kernels that sample repeatedly use :func:`partial_shuffle` on their own buffer.
+    Test entry point: allocates ``O(n)``, so the samplers use :func:`partial_shuffle` on their own
+    buffer instead; the tests check the shuffle's uniformity through this function.
 
     Parameters
     ----------

@@ -42,7 +42,7 @@ from ._random import partial_shuffle, rng_seed, shuffle_inplace
 def _gather_rows(source, first_row, rows, dest, dest_start):
     """``dest[dest_start + i] = source[first_row + rows[i]]`` for every ``i`` (2-D arrays, whole rows)."""
     # Explicit column loop rather than ``dest[k, :] = source[r, :]``: the slice assignment builds two
-    # views per row, which dominated the cost for the narrow rows of few-shot regression (measured).
+    # views per row, which dominated the cost for the narrow rows of few-shot regression.
     n_columns = source.shape[1]
     for i in range(rows.shape[0]):
         source_row = first_row + rows[i]
@@ -251,8 +251,8 @@ def sample_classification_episodes(
         Number of global classes; sizes two scratch arrays (allocated once per call).
     relabel : bool
         Map each entry's classes to ``0 .. n_way-1`` by a random bijection (see above). For a fixed task
-        the classes are those of all its rows; the estimator ensures its query classes appear in its
-        support.
+        the classes are those of all its rows; the estimator checks that its query classes appear in
+        its support (``MAMLClassifier._check_fixed_query_classes``).
 
     Returns
     -------
