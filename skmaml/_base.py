@@ -239,22 +239,22 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         """
         hidden = self._validate_hidden_layer_sizes()
         task_set = self._validate_fit_input(X, y, groups)
-        y_kernel, n_outputs = self._encode_fit_targets(task_set)
+        task_set.targets, n_outputs = self._encode_fit_targets(task_set)
         self.n_outputs_ = n_outputs
-        given_valid = None
+        valid = None
         if X_val is not None or y_val is not None or groups_val is not None:
             if not self.early_stopping:
                 raise ValueError("X_val is given, but early_stopping=False: validation tasks are "
                                  "used for early stopping only; set early_stopping=True.")
-            given_valid = self._validation_input(X_val, y_val, groups_val)
+            valid = self._validation_input(X_val, y_val, groups_val)
         n_query = -1 if self.n_query is None else self.n_query
-        support_sizes = self._support_sizes(task_set, y_kernel, self.n_support, n_query)
-        self._meta_train(task_set, y_kernel, support_sizes, hidden, n_outputs, n_query,
-                         given_valid)
+        task_set.support_sizes = self._support_sizes(task_set, task_set.targets, self.n_support,
+                                                     n_query)
+        self._meta_train(task_set, hidden, n_outputs, n_query, valid)
         return self
 
     def _validation_input(self, X_val, y_val, groups_val):
-        """User-given validation tasks -> (TaskSet, kernel targets)."""
+        """User-given validation tasks as a TaskSet with its kernel targets."""
         if X_val is None:
             raise ValueError("y_val or groups_val is given without X_val.")
         if y_val is None:
@@ -280,7 +280,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 y_val = y_val[:, 0]
             task_set = tasks_from_groups(X_val, y_val, groups_val)
             task_set.names = [f"validation {n}" for n in task_set.names]
-        return task_set, self._encode_score_targets(task_set)
+        task_set.targets = self._encode_score_targets(task_set)
+        return task_set
 
     def _support_sizes(self, task_set, y_kernel, n_support, n_query, min_query=1, warn=True):
         """Support rows (per class for a classifier) of each task: ``n_support``, or for a task too
@@ -315,12 +316,76 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 "silence this warning.", UserWarning, stacklevel=4)
         return np.where(random_split, np.minimum(largest, n_support), n_support).astype(np.int64)
 
-    def _meta_train(self, task_set, y_kernel, support_sizes, hidden, n_outputs, n_query,
-                    given_valid=None):
+    def _meta_train(self, task_set, hidden, n_outputs, n_query, valid=None):
+        """The meta-training loop, in the steps of ``BaseMultilayerPerceptron._fit``.
+
+        ``task_set`` carries its kernel targets and support sizes; ``valid`` is a user-given
+        validation TaskSet (``X_val``), likewise prepared, or None.
+        """
         rng = check_random_state(self.random_state)
-        dtype = task_set.X.dtype
         layer_sizes = layer_sizes_array(task_set.X.shape[1], hidden, n_outputs)
         activation = ACTIVATION_CODES[self.activation]
+        theta = self._initialize(layer_sizes, task_set.X.dtype, rng)
+        self.n_layers_ = len(hidden) + 2
+        train, valid = self._training_and_validation_tasks(task_set, valid, rng)
+        batch_size = self.meta_batch_size
+        if batch_size > train.n_tasks:
+            warnings.warn(f"meta_batch_size={batch_size} is larger than the number of training "
+                          f"tasks ({train.n_tasks}); using {train.n_tasks}.", UserWarning,
+                          stacklevel=4)
+            batch_size = train.n_tasks
+        meta_gradient = MetaGradient(layer_sizes, activation, self.inner_lr, self.n_inner_steps,
+                                     self.first_order, self.n_jobs)
+        step = _MetaStep(self, train, n_query, meta_gradient, self._optimizer, theta,
+                         batch_size, layer_sizes)
+        best_theta = theta.copy() if valid is not None else None
+        epoch_losses = []
+        progress = Progress(self.max_iter, self.verbose)
+        n_done = 0
+        converged = False
+        with meta_gradient:  # owns the thread pool; BLAS single-threaded inside
+            try:
+                for batch, batch_seeds, end_of_epoch in _meta_batches(train.n_tasks, batch_size,
+                                                                      self.max_iter, rng):
+                    loss = step(batch, batch_seeds)
+                    self.loss_curve_.append(loss)
+                    epoch_losses.append(loss)
+                    self.n_iter_ += 1
+                    n_done += 1
+                    progress.tick(n_done, loss, self.validation_scores_)
+                    if end_of_epoch:  # a pass over the training tasks is complete
+                        if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes,
+                                              activation):
+                            best_theta = theta.copy()
+                        epoch_losses = []
+                        if self._no_improvement_count > self.n_iter_no_change:
+                            converged = True
+                            break
+            except KeyboardInterrupt:
+                warnings.warn("Meta-training interrupted by user.")
+            if valid is None:
+                # The last update was never evaluated: a finite but overflowing theta (e.g. from
+                # a huge meta_lr) must not be returned as a model.
+                step.check_last_update()
+        if epoch_losses and valid is not None:
+            # The final, partial pass: its theta may still be the best one.
+            if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes, activation):
+                best_theta = theta.copy()
+        progress.close(n_done, self.loss_curve_[-1] if self.loss_curve_ else float("nan"),
+                       self._last_validation_score())
+        if valid is not None:
+            theta = best_theta
+            self.best_loss_ = None
+        if not converged and n_done == self.max_iter:
+            warnings.warn(
+                f"Maximum meta-iterations ({self.max_iter}) reached and the meta-optimisation "
+                "hasn't converged yet.", ConvergenceWarning, stacklevel=4)
+        self._set_theta(theta, layer_sizes)
+
+    def _initialize(self, layer_sizes, dtype, rng):
+        """θ and the meta-optimiser, fresh or restored (``warm_start``), and the fitted history
+        (continued by ``warm_start``, started afresh otherwise or when there is none, e.g.
+        ``coefs_`` set by hand on an unfitted estimator)."""
         warm = self.warm_start and hasattr(self, "coefs_")
         if warm:
             check_shapes(self.coefs_, self.intercepts_, layer_sizes)
@@ -335,8 +400,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         else:
             theta = init_theta(layer_sizes, self.activation, rng, dtype, self.weight_init)
             optimizer = make_optimizer(self.meta_optimizer, self.meta_lr, theta.shape[0], dtype)
-        # History: continued by warm_start, started afresh otherwise (or when there is none, e.g.
-        # coefs_ set by hand on an unfitted estimator).
+        self._optimizer = optimizer
         if not warm or not hasattr(self, "loss_curve_"):
             self.loss_curve_ = []
             self.n_iter_ = 0
@@ -347,110 +411,25 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         if self.best_loss_ is None:
             self.best_loss_ = np.inf
         self._no_improvement_count = 0
-        self.n_layers_ = len(hidden) + 2
-        self._optimizer = optimizer
+        return theta
 
-        train_idx = np.arange(task_set.n_tasks)
-        valid = None
-        if self.early_stopping:
-            if given_valid is not None:
-                valid_set, valid_y = given_valid
-                warn_small = True
-            else:
-                train_idx, valid_idx = self._split_validation_tasks(task_set, y_kernel, rng)
-                valid_set = task_set.subset(valid_idx)
-                valid_y = y_kernel_subset(y_kernel, task_set, valid_idx)
-                # The warning about small tasks has been given for all tasks already.
-                warn_small = False
-            # Scored with the estimator's metric, which may need more query rows than training.
-            valid = (valid_set, valid_y,
-                     self._support_sizes(valid_set, valid_y, self.n_support, -1,
-                                         self._min_query_rows_to_score, warn=warn_small))
-            best_theta = theta.copy()
-        subset = train_idx.shape[0] < task_set.n_tasks
-        train = task_set.subset(train_idx) if subset else task_set
-        y_train = y_kernel_subset(y_kernel, task_set, train_idx) if subset else y_kernel
-        train_support = support_sizes[train_idx]
-
-        n_train = train.n_tasks
-        batch_size = self.meta_batch_size
-        if batch_size > n_train:
-            warnings.warn(f"meta_batch_size={batch_size} is larger than the number of training "
-                          f"tasks ({n_train}); using {n_train}.", UserWarning, stacklevel=4)
-            batch_size = n_train
-        grad = np.empty_like(theta)
-        task_losses = np.empty(batch_size, dtype=dtype)
-        meta_gradient = MetaGradient(layer_sizes, activation, self.inner_lr, self.n_inner_steps,
-                                     self.first_order, self.n_jobs)
-        X_train, offsets, fixed = train.X, train.offsets, train.fixed_support
-        sample_episodes = self._episode_sampler(y_train)
-
-        loss_curve = self.loss_curve_
-        epoch_losses = []
-        position = n_train  # start with a fresh epoch
-        order = seeds = episodes = None
-        progress = Progress(self.max_iter, self.verbose)
-        converged = False
-        iterations_left = self.max_iter
-        # theta of the previous iteration: when the current one diverges, it is the last one whose
-        # query loss was finite.
-        theta_prev = theta.copy()
-        with meta_gradient:  # owns the thread pool; BLAS single-threaded inside
-            try:
-                while iterations_left > 0:
-                    if position >= n_train:
-                        order = _epoch_order(rng.permutation(n_train), batch_size)
-                        seeds = rng.randint(0, _SEED_HIGH, size=n_train, dtype=np.int64)
-                        position = 0
-                    batch = order[position:position + batch_size]
-                    batch_seeds = seeds[position:position + batch_size]
-                    position += batch_size
-                    episodes = sample_episodes(X_train, y_train, offsets, fixed, batch,
-                                               batch_seeds, train_support, n_query)
-                    loss = meta_gradient(theta, *episodes, grad, task_losses[:batch.shape[0]])
-                    if not (math.isfinite(loss) and all_finite(grad)):
-                        self._diverged(theta_prev, layer_sizes)
-                    np.copyto(theta_prev, theta)
-                    optimizer.update(theta, grad)
-                    if not all_finite(theta):
-                        self._diverged(theta_prev, layer_sizes)
-                    loss_curve.append(loss)
-                    epoch_losses.append(loss)
-                    self.n_iter_ += 1
-                    iterations_left -= 1
-                    if progress.enabled and not self.n_iter_ & (Progress.CHECK_EVERY - 1):
-                        progress.update(self.max_iter - iterations_left, loss,
-                                        self._last_validation_score())
-                    if position >= n_train:  # a pass over the training tasks is complete
-                        if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes,
-                                              activation):
-                            best_theta = theta.copy()
-                        epoch_losses = []
-                        if self._no_improvement_count > self.n_iter_no_change:
-                            converged = True
-                            break
-            except KeyboardInterrupt:
-                warnings.warn("Meta-training interrupted by user.")
-            if (episodes is not None and not self.early_stopping
-                    and not self._query_losses_finite(theta, layer_sizes, activation, episodes)):
-                # The last update was never evaluated: a finite but overflowing theta (e.g. from
-                # a huge meta_lr) must not be returned as a model.
-                self._diverged(theta_prev, layer_sizes)
-        if epoch_losses and self.early_stopping:
-            # The final, partial pass: its theta may still be the best one.
-            if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes, activation):
-                best_theta = theta.copy()
-        progress.close(self.max_iter - iterations_left,
-                       loss_curve[-1] if loss_curve else float("nan"),
-                       self._last_validation_score())
-        if self.early_stopping:
-            theta = best_theta
-            self.best_loss_ = None
-        if not converged and iterations_left == 0:
-            warnings.warn(
-                f"Maximum meta-iterations ({self.max_iter}) reached and the meta-optimisation "
-                "hasn't converged yet.", ConvergenceWarning, stacklevel=4)
-        self._set_theta(theta, layer_sizes)
+    def _training_and_validation_tasks(self, task_set, valid, rng):
+        """The tasks meta-training walks, and the validation tasks of ``early_stopping`` (the
+        given ones, or held out of ``task_set``; None without early stopping), with the support
+        sizes their scoring uses."""
+        if not self.early_stopping:
+            return task_set, None
+        if valid is None:
+            train_idx, valid_idx = self._split_validation_tasks(task_set, task_set.targets, rng)
+            train, valid = task_set.subset(train_idx), task_set.subset(valid_idx)
+            warn_small = False  # the warning about small tasks was given for all tasks already
+        else:
+            train, warn_small = task_set, True
+        # Scored with the estimator's metric, which may need more query rows than training.
+        valid.support_sizes = self._support_sizes(valid, valid.targets, self.n_support, -1,
+                                                  self._min_query_rows_to_score,
+                                                  warn=warn_small)
+        return train, valid
 
     def _split_validation_tasks(self, task_set, y_kernel, rng):
         """Training and validation task indices for ``early_stopping`` without ``X_val``: a
@@ -499,9 +478,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 self._no_improvement_count = 0
             self.best_loss_ = min(self.best_loss_, epoch_loss)
             return False
-        valid_tasks, valid_y, valid_support = valid
-        score = self._few_shot_score_theta(theta, layer_sizes, activation, valid_tasks, valid_y,
-                                           valid_support, 0, None)
+        score = self._few_shot_score_theta(theta, layer_sizes, activation, valid, 0, None)
         self.validation_scores_.append(score)
         if score < self.best_validation_score_ + self.tol:
             self._no_improvement_count += 1
@@ -591,7 +568,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     # ---------------------------------------------------------------------------------------------
 
     def _score_tasks(self, X, y, groups, n_support, min_query):
-        """Validate score input into a TaskSet, kernel targets and support sizes."""
+        """Validate score input into a TaskSet with its kernel targets and support sizes."""
         check_is_fitted(self)
         X, y = validate_data(self, X, y, reset=False, dtype=[np.float64, np.float32],
                              multi_output=True, y_numeric=self._target_dtype() == "numeric")
@@ -599,15 +576,15 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             y = y[:, 0]
         theta, _ = self._theta()
         task_set = tasks_from_groups(np.ascontiguousarray(X, dtype=theta.dtype), y, groups)
-        y_kernel = self._encode_score_targets(task_set)
-        return task_set, y_kernel, self._support_sizes(task_set, y_kernel, n_support, -1,
-                                                       min_query)
+        task_set.targets = self._encode_score_targets(task_set)
+        task_set.support_sizes = self._support_sizes(task_set, task_set.targets, n_support, -1,
+                                                     min_query)
+        return task_set
 
-    def _few_shot_score_theta(self, theta, layer_sizes, activation, task_set, y_kernel,
-                              support_sizes, random_state, sample_weight, n_inner_steps=None,
-                              scorer=None):
-        """Mean over tasks of the metric on query rows after adapting on ``support_sizes[t]``
-        rows (per class for a classifier) of each task ``t``.
+    def _few_shot_score_theta(self, theta, layer_sizes, activation, task_set, random_state,
+                              sample_weight, n_inner_steps=None, scorer=None):
+        """Mean over tasks of the metric on query rows after adapting on
+        ``task_set.support_sizes[t]`` rows (per class for a classifier) of each task ``t``.
 
         Episodes come from the same compiled sampler as training, seeded by ``random_state``, so a
         fixed seed gives the same support rows for every candidate of a search.
@@ -621,8 +598,9 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         rng = check_random_state(random_state)
         seeds = rng.randint(0, _SEED_HIGH, size=task_set.n_tasks, dtype=np.int64)
         batch = np.arange(task_set.n_tasks, dtype=np.int64)
-        Xs, ys, s_off, Xq, yq, q_off = self._episode_sampler(y_kernel)(
-            X, y_kernel, task_set.offsets, task_set.fixed_support, batch, seeds, support_sizes, -1)
+        Xs, ys, s_off, Xq, yq, q_off = self._episode_sampler(task_set.targets)(
+            X, task_set.targets, task_set.offsets, task_set.fixed_support, batch, seeds,
+            task_set.support_sizes, -1)
         scores = []
         for t in range(task_set.n_tasks):
             Xs_t, Xq_t = Xs[s_off[t]:s_off[t + 1]], Xq[q_off[t]:q_off[t + 1]]
@@ -646,7 +624,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                         random_state=0, scorer=None):
         """Validate, then :meth:`_few_shot_score_theta` (shared by ``score`` and FewShotScorer)."""
         min_query = self._min_query_rows_to_score if scorer is None else 1
-        task_set, y_kernel, support_sizes = self._score_tasks(X, y, groups, n_support, min_query)
+        task_set = self._score_tasks(X, y, groups, n_support, min_query)
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
             if sample_weight.shape[0] != task_set.X.shape[0]:
@@ -655,8 +633,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             sample_weight = sample_weight[task_set.order]
         theta, layer_sizes = self._theta()
         return self._few_shot_score_theta(theta, layer_sizes, ACTIVATION_CODES[self.activation],
-                                          task_set, y_kernel, support_sizes, random_state,
-                                          sample_weight, n_inner_steps, scorer)
+                                          task_set, random_state, sample_weight, n_inner_steps,
+                                          scorer)
 
     def score(self, X, y, groups=None, sample_weight=None):
         """Few-shot score: per task, adapt on ``n_support`` rows and score the rest; mean over tasks.
@@ -700,10 +678,64 @@ def _is_task_list(X):
                               not np.isscalar(t[0]) for t in X)
 
 
-def y_kernel_subset(y_kernel, task_set, task_indices):
-    """Rows of the kernel targets belonging to ``task_indices`` (in that order)."""
-    rows = [np.arange(task_set.offsets[t], task_set.offsets[t + 1]) for t in task_indices]
-    return np.ascontiguousarray(y_kernel[np.concatenate(rows)])
+class _MetaStep:
+    """One meta-iteration: sample the batch's episodes, compute the mean meta-gradient, check it
+    and take the optimiser step on θ (in place). Keeps the θ before the step: when a step
+    diverges, that is the last θ whose query loss was finite, and the estimator keeps it."""
+
+    def __init__(self, estimator, train, n_query, meta_gradient, optimizer, theta, batch_size,
+                 layer_sizes):
+        self.estimator = estimator
+        self.train = train
+        self.n_query = n_query
+        self.sample = estimator._episode_sampler(train.targets)
+        self.meta_gradient = meta_gradient
+        self.optimizer = optimizer
+        self.theta = theta
+        self.theta_prev = theta.copy()
+        self.grad = np.empty_like(theta)
+        self.task_losses = np.empty(batch_size, dtype=theta.dtype)
+        self.layer_sizes = layer_sizes
+        self.episodes = None
+
+    def __call__(self, batch, batch_seeds):
+        train = self.train
+        self.episodes = self.sample(train.X, train.targets, train.offsets, train.fixed_support,
+                                    batch, batch_seeds, train.support_sizes, self.n_query)
+        loss = self.meta_gradient(self.theta, *self.episodes, self.grad,
+                                  self.task_losses[:batch.shape[0]])
+        if not (math.isfinite(loss) and all_finite(self.grad)):
+            self.estimator._diverged(self.theta_prev, self.layer_sizes)
+        np.copyto(self.theta_prev, self.theta)
+        self.optimizer.update(self.theta, self.grad)
+        if not all_finite(self.theta):
+            self.estimator._diverged(self.theta_prev, self.layer_sizes)
+        return loss
+
+    def check_last_update(self):
+        """Raise the divergence error if θ after the last step gives a non-finite query loss on
+        the last batch (nothing else evaluates the last update)."""
+        if self.episodes is not None and not self.estimator._query_losses_finite(
+                self.theta, self.layer_sizes, ACTIVATION_CODES[self.estimator.activation],
+                self.episodes):
+            self.estimator._diverged(self.theta_prev, self.layer_sizes)
+
+
+def _meta_batches(n_tasks, batch_size, n_iterations, rng):
+    """``n_iterations`` meta-batches: ``(tasks, seeds, end_of_epoch)``.
+
+    Shuffled epochs without replacement (as minibatches in MLP), a seed per task visit drawn up
+    front from ``rng`` for each epoch, the last batch of an epoch possibly smaller.
+    """
+    position = n_tasks  # start with a fresh epoch
+    for _ in range(n_iterations):
+        if position >= n_tasks:
+            order = _epoch_order(rng.permutation(n_tasks), batch_size)
+            seeds = rng.randint(0, _SEED_HIGH, size=n_tasks, dtype=np.int64)
+            position = 0
+        yield (order[position:position + batch_size], seeds[position:position + batch_size],
+               position + batch_size >= n_tasks)
+        position += batch_size
 
 
 def _epoch_order(permutation, batch_size):

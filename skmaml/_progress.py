@@ -1,8 +1,9 @@
 """Progress display of meta-training (``verbose``): cheap enough to leave on.
 
 A tqdm bar when tqdm is installed (an optional extra), else one printed line at most once a second.
-The training loop calls :meth:`Progress.update` every 64 meta-iterations and at the end; updates are
-further throttled by time, so the display costs nothing measurable.
+The training loop calls :meth:`Progress.tick` after every meta-iteration, which looks at the clock
+only every 64 of them, and :meth:`Progress.close` at the end; updates are further throttled by
+time, so the display costs nothing measurable.
 """
 
 import time
@@ -13,7 +14,7 @@ _MIN_INTERVAL = {"bar": 0.2, "lines": 1.0}
 class Progress:
     """Shows meta-iterations done out of ``total`` and the recent query loss after adaptation."""
 
-    CHECK_EVERY = 64  # the loop checks ``n_iter & (CHECK_EVERY - 1) == 0``: a power of two
+    CHECK_EVERY = 64  # a power of two: ``tick`` tests ``n_done & (CHECK_EVERY - 1)``
 
     def __init__(self, total, verbose):
         self.enabled = bool(verbose)
@@ -29,6 +30,14 @@ class Progress:
         else:
             self._mode = "bar"
             self._bar = tqdm(total=total, desc="meta-training", unit="it", leave=True)
+
+    def tick(self, n_done, loss, validation_scores):
+        """After each meta-iteration: an :meth:`update` every ``CHECK_EVERY`` of them.
+
+        ``validation_scores`` is the list so far (or None); it is read only when shown.
+        """
+        if self.enabled and not n_done & (self.CHECK_EVERY - 1):
+            self.update(n_done, loss, validation_scores[-1] if validation_scores else None)
 
     def update(self, n_done, loss, validation_score=None, force=False):
         """Report ``n_done`` meta-iterations of this fit and the latest loss."""

@@ -34,6 +34,10 @@ class TaskSet:
     order : ndarray of shape (n_rows,), int64, or None
         For the flat form, the row of the given ``X`` at each position of the layout (so per-row
         extras such as ``sample_weight`` can follow the rows); None for a task list.
+    targets : ndarray of shape (n_rows,) or (n_rows, n_outputs), or None
+        The targets encoded for the kernels (set by the estimator once it has encoded them).
+    support_sizes : ndarray of shape (n_tasks,), int64, or None
+        Support rows (per class for a classifier) of each random-split task, set by the estimator.
     """
 
     X: np.ndarray
@@ -42,6 +46,8 @@ class TaskSet:
     fixed_support: np.ndarray
     names: list
     order: np.ndarray = None
+    targets: np.ndarray = None
+    support_sizes: np.ndarray = None
 
     @property
     def n_tasks(self):
@@ -51,7 +57,8 @@ class TaskSet:
         return np.diff(self.offsets)
 
     def subset(self, task_indices):
-        """The tasks ``task_indices`` (in that order) as a new TaskSet."""
+        """The tasks ``task_indices`` (in that order) as a new TaskSet, with their targets and
+        support sizes when set."""
         task_indices = np.asarray(task_indices, dtype=np.int64)
         rows = np.concatenate(
             [np.arange(self.offsets[t], self.offsets[t + 1]) for t in task_indices]
@@ -63,6 +70,9 @@ class TaskSet:
             offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
             fixed_support=self.fixed_support[task_indices].copy(),
             names=[self.names[t] for t in task_indices],
+            targets=None if self.targets is None else np.ascontiguousarray(self.targets[rows]),
+            support_sizes=(None if self.support_sizes is None
+                           else self.support_sizes[task_indices].copy()),
         )
 
 

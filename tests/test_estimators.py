@@ -338,9 +338,8 @@ class _Spy:
         self.train_rows = []
         original_score = BaseMAML._few_shot_score_theta
 
-        def score(est, theta, layer_sizes, activation, task_set, y_kernel, *args, **kwargs):
-            value = original_score(est, theta, layer_sizes, activation, task_set, y_kernel,
-                                   *args, **kwargs)
+        def score(est, theta, layer_sizes, activation, task_set, *args, **kwargs):
+            value = original_score(est, theta, layer_sizes, activation, task_set, *args, **kwargs)
             self.validations.append((theta.copy(), task_set, value))
             return value
 
