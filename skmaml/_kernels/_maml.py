@@ -91,20 +91,60 @@ def _max_task_rows(s_offsets, q_offsets):
 
 
 @njit(**JIT_OPTIONS)
-def workspace_size(layer_sizes, s_offsets, q_offsets, n_steps, first_order):
-    """Entries of scratch memory :func:`meta_batch_grad` needs for this batch (see its docs)."""
+def workspace_layout(layer_sizes, s_offsets, q_offsets, n_steps, first_order):
+    """The regions :func:`meta_batch_grad` carves from its workspace, in order: the one layout
+    that :func:`workspace_size`, the carving and ``docs/compiled_core.rst`` describe.
+
+    With P parameters, ``buffer_size(n)`` entries for one pass over n rows, S the batch's
+    support rows, s and q the most support and query rows of a task, Q all query rows:
+
+    0. step-0 passes (Z, A, DZ, DA) over all support rows: ``4 buffer_size(S)`` (0 if N = 0);
+    1. passes of inner steps 1..N-1 of the task in flight, kept for the backward sweep (one step
+       in first order): ``4 max(N - 1, 1) buffer_size(s)`` (``4 buffer_size(s)`` first order);
+    2. θ_0 .. θ_N of the task in flight: ``(N + 1) P``;
+    3. query passes: ``4 buffer_size(q)``, or ``4 buffer_size(Q)`` in first order (all tasks'
+       query gradients are then summed with one product per layer);
+    4. second order: sweep scratch of one task, ``3 buffer_size(s)``;
+    5. second order: sweep scratch of the batched step 0, ``3 buffer_size(S)``;
+    6. second order: each task's direction after the sweep down to step 1, ``n_tasks P``;
+    7. a gradient and a direction: ``2 P``.
+
+    Returns
+    -------
+    regions : ndarray of shape (8,), int64
+        Entries of each region.
+    step0_size, step_size, query_size : int
+        ``buffer_size`` of one step-0, inner-step and query pass buffer.
+    n_kept : int
+        Inner-step pass sets in region 1.
+    """
     n_tasks = s_offsets.shape[0] - 1
     n_par = n_params(layer_sizes)
     n_s_max, n_q_max = _max_task_rows(s_offsets, q_offsets)
     second_order = not first_order and n_steps > 0
-    step0 = buffer_size(layer_sizes, s_offsets[n_tasks] - s_offsets[0]) if n_steps > 0 else 0
-    step = buffer_size(layer_sizes, n_s_max)
+    step0_size = buffer_size(layer_sizes, s_offsets[n_tasks] - s_offsets[0]) if n_steps > 0 else 0
+    step_size = buffer_size(layer_sizes, n_s_max)
+    query_size = buffer_size(layer_sizes,
+                             q_offsets[n_tasks] - q_offsets[0] if first_order else n_q_max)
     n_kept = 1 if first_order else max(n_steps - 1, 1)
-    query = buffer_size(layer_sizes, q_offsets[n_tasks] - q_offsets[0] if first_order else n_q_max)
-    size = 4 * step0 + n_kept * 4 * step + (n_steps + 1) * n_par + 4 * query + 2 * n_par
+    regions = np.zeros(8, dtype=np.int64)
+    regions[0] = 4 * step0_size
+    regions[1] = n_kept * 4 * step_size
+    regions[2] = (n_steps + 1) * n_par
+    regions[3] = 4 * query_size
     if second_order:
-        size += 3 * step + 3 * step0 + n_tasks * n_par
-    return size
+        regions[4] = 3 * step_size
+        regions[5] = 3 * step0_size
+        regions[6] = n_tasks * n_par
+    regions[7] = 2 * n_par
+    return regions, step0_size, step_size, query_size, n_kept
+
+
+@njit(**JIT_OPTIONS)
+def workspace_size(layer_sizes, s_offsets, q_offsets, n_steps, first_order):
+    """Entries of scratch memory :func:`meta_batch_grad` needs for this batch
+    (:func:`workspace_layout`)."""
+    return workspace_layout(layer_sizes, s_offsets, q_offsets, n_steps, first_order)[0].sum()
 
 
 @njit(**JIT_OPTIONS)
@@ -156,42 +196,31 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     lr = as_dtype_of(inner_lr, theta)
     n_s_all = Xs.shape[0]
     n_q_all = Xq.shape[0]
-    n_s_max, n_q_max = _max_task_rows(s_offsets, q_offsets)
+    n_q_max = _max_task_rows(s_offsets, q_offsets)[1]
     second_order = not first_order and n_steps > 0
-    # Steps 1..N-1 of the task in flight; second order keeps every step for the backward sweep.
-    n_kept = 1 if first_order else max(n_steps - 1, 1)
     # Query passes of all tasks share one buffer in first order: every task's query gradient is
     # then summed with one product per layer over all query rows.
     n_q_buf = n_q_all if first_order else n_q_max
-    size = workspace_size(layer_sizes, s_offsets, q_offsets, n_steps, first_order)
+    regions, step0_size, step_size, query_size, n_kept = workspace_layout(
+        layer_sizes, s_offsets, q_offsets, n_steps, first_order)
+    size = regions.sum()
     if workspace is None or workspace.shape[0] < size:
         work = np.empty(size, dtype=dtype)
     else:
         work = workspace
-    # Carve every buffer from the workspace (the order only has to match workspace_size).
-    step0_size = buffer_size(layer_sizes, n_s_all) if n_steps > 0 else 0
-    step_size = buffer_size(layer_sizes, n_s_max)
-    query_size = buffer_size(layer_sizes, n_q_buf)
-    sweep_size = step_size if second_order else 0
-    batch_sweep_size = step0_size if second_order else 0
-    at = 0
-    step0 = work[at:at + 4 * step0_size].reshape((4, step0_size))
-    at += 4 * step0_size
-    steps = work[at:at + n_kept * 4 * step_size].reshape((n_kept * 4, step_size))
-    at += n_kept * 4 * step_size
-    thetas = work[at:at + (n_steps + 1) * n_par].reshape((n_steps + 1, n_par))
-    at += (n_steps + 1) * n_par
-    query = work[at:at + 4 * query_size].reshape((4, query_size))
-    at += 4 * query_size
-    sweep = work[at:at + 3 * sweep_size].reshape((3, sweep_size))
-    at += 3 * sweep_size
-    batch_sweep = work[at:at + 3 * batch_sweep_size].reshape((3, batch_sweep_size))
-    at += 3 * batch_sweep_size
-    # Second order: each task's direction after the sweep down to step 1, for the batched step 0.
-    directions = work[at:at + (n_tasks * n_par if second_order else 0)]
-    at += n_tasks * n_par if second_order else 0
-    grad = work[at:at + n_par]
-    v = work[at + n_par:at + 2 * n_par]
+    # Carve every region of workspace_layout from the workspace, in its order.
+    start = np.zeros(9, dtype=np.int64)
+    for r in range(8):
+        start[r + 1] = start[r] + regions[r]
+    step0 = work[start[0]:start[1]].reshape((4, step0_size))
+    steps = work[start[1]:start[2]].reshape((n_kept * 4, step_size))
+    thetas = work[start[2]:start[3]].reshape((n_steps + 1, n_par))
+    query = work[start[3]:start[4]].reshape((4, query_size))
+    sweep = work[start[4]:start[5]].reshape((3, regions[4] // 3))
+    batch_sweep = work[start[5]:start[6]].reshape((3, regions[5] // 3))
+    directions = work[start[6]:start[7]]
+    grad = work[start[7]:start[7] + n_par]
+    v = work[start[7] + n_par:start[8]]
 
     # Step 0 for all tasks at once: every task starts from the shared theta, so the support
     # forward and backward passes are single large products over all support rows.
