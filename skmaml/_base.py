@@ -122,6 +122,13 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         meta-iteration."""
 
     @abstractmethod
+    def _episode_rows(self, y_kernel):
+        """A function ``(offsets, fixed_support, batch, seeds, support_sizes, n_query)`` giving the
+        rows the sampler of :meth:`_episode_sampler` takes, as indices, with their kernel targets:
+        ``(s_rows, ys, s_offsets, q_rows, yq, q_offsets)``. Scoring uses it, so that any per-row
+        array (sample weights, the rows of a DataFrame) follows the same draws."""
+
+    @abstractmethod
     def _encode_adapt_targets(self, y):
         """Kernel targets for ``adapt``, and fitted attributes that change on the adapted copy."""
 
@@ -592,33 +599,32 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         if n_inner_steps is None:
             n_inner_steps = self.n_inner_steps
         X = task_set.X
-        if sample_weight is not None:
-            # Carry each row's weight through the sampler as an extra column.
-            X = np.ascontiguousarray(np.column_stack([X, sample_weight]).astype(X.dtype))
-        rng = check_random_state(random_state)
-        seeds = rng.randint(0, _SEED_HIGH, size=task_set.n_tasks, dtype=np.int64)
-        batch = np.arange(task_set.n_tasks, dtype=np.int64)
-        Xs, ys, s_off, Xq, yq, q_off = self._episode_sampler(task_set.targets)(
-            X, task_set.targets, task_set.offsets, task_set.fixed_support, batch, seeds,
-            task_set.support_sizes, -1)
+        s_rows, ys, s_off, q_rows, yq, q_off = self._few_shot_episodes(task_set, random_state)
         scores = []
         for t in range(task_set.n_tasks):
-            Xs_t, Xq_t = Xs[s_off[t]:s_off[t + 1]], Xq[q_off[t]:q_off[t + 1]]
-            w_t = None
-            if sample_weight is not None:
-                w_t = Xq_t[:, -1].copy()
-                Xs_t, Xq_t = Xs_t[:, :-1], Xq_t[:, :-1]
+            support, query = s_rows[s_off[t]:s_off[t + 1]], q_rows[q_off[t]:q_off[t + 1]]
+            Xs_t, Xq_t = X[support], X[query]
+            w_t = None if sample_weight is None else sample_weight[query]
             ys_t, yq_t = ys[s_off[t]:s_off[t + 1]], yq[q_off[t]:q_off[t + 1]]
             if scorer is not None:
                 model = self.adapt(Xs_t, self._decode_targets(ys_t), n_inner_steps=n_inner_steps)
                 kwargs = {} if w_t is None else {"sample_weight": w_t}
                 scores.append(scorer(model, Xq_t, self._decode_targets(yq_t), **kwargs))
                 continue
-            adapted = inner_adapt(theta, layer_sizes, activation, np.ascontiguousarray(Xs_t),
-                                  ys_t, float(self.inner_lr), int(n_inner_steps))
-            scores.append(self._task_score(adapted, layer_sizes, activation,
-                                           np.ascontiguousarray(Xq_t), yq_t, w_t))
+            adapted = inner_adapt(theta, layer_sizes, activation, Xs_t, ys_t,
+                                  float(self.inner_lr), int(n_inner_steps))
+            scores.append(self._task_score(adapted, layer_sizes, activation, Xq_t, yq_t, w_t))
         return float(np.mean(scores))
+
+    def _few_shot_episodes(self, task_set, random_state):
+        """The support and query rows (indices into ``task_set``) and kernel targets of every task,
+        drawn by the compiled sampler with seeds from ``random_state``: the episodes of
+        ``score``, :class:`FewShotScorer`, early stopping and the plotting displays."""
+        rng = check_random_state(random_state)
+        seeds = rng.randint(0, _SEED_HIGH, size=task_set.n_tasks, dtype=np.int64)
+        batch = np.arange(task_set.n_tasks, dtype=np.int64)
+        return self._episode_rows(task_set.targets)(
+            task_set.offsets, task_set.fixed_support, batch, seeds, task_set.support_sizes, -1)
 
     def _few_shot_score(self, X, y, groups, sample_weight, *, n_support, n_inner_steps=None,
                         random_state=0, scorer=None):

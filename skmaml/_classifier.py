@@ -10,7 +10,11 @@ from sklearn.utils.multiclass import check_classification_targets
 
 from ._base import BaseMAML
 from ._kernels._mlp import forward
-from ._kernels._sampling import sample_classification_episodes, task_class_summary
+from ._kernels._sampling import (
+    classification_episode_rows,
+    sample_classification_episodes,
+    task_class_summary,
+)
 
 
 class MAMLClassifier(ClassifierMixin, BaseMAML):
@@ -253,6 +257,16 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
                                                   support_sizes, n_query, n_labels, relabel)
 
         return sample
+
+    def _episode_rows(self, y_kernel):
+        n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
+        relabel = self.task_labels == "per_task"
+
+        def rows(offsets, fixed_support, batch, seeds, support_sizes, n_query):
+            return classification_episode_rows(y_kernel, offsets, fixed_support, batch, seeds,
+                                               support_sizes, n_query, n_labels, relabel)
+
+        return rows
 
     def _encode_adapt_targets(self, y):
         y = self._labels_1d(y)

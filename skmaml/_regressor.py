@@ -6,7 +6,7 @@ from sklearn.metrics import r2_score
 
 from ._base import BaseMAML
 from ._kernels._mlp import forward
-from ._kernels._sampling import sample_regression_episodes
+from ._kernels._sampling import regression_episode_rows, sample_regression_episodes
 
 
 class MAMLRegressor(RegressorMixin, BaseMAML):
@@ -173,6 +173,14 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
 
     def _episode_sampler(self, y_kernel):
         return sample_regression_episodes
+
+    def _episode_rows(self, y_kernel):
+        def rows(offsets, fixed_support, batch, seeds, support_sizes, n_query):
+            s_rows, s_off, q_rows, q_off = regression_episode_rows(
+                offsets, fixed_support, batch, seeds, support_sizes, n_query)
+            return s_rows, y_kernel[s_rows], s_off, q_rows, y_kernel[q_rows], q_off
+
+        return rows
 
     def _encode_adapt_targets(self, y):
         Y = self._as_targets(y, self.coefs_[0].dtype)

@@ -39,16 +39,17 @@ from ._random import partial_shuffle, rng_seed, shuffle_inplace
 
 
 @njit(**JIT_OPTIONS)
-def _gather_rows(source, first_row, rows, dest, dest_start):
-    """``dest[dest_start + i] = source[first_row + rows[i]]`` for every ``i`` (2-D arrays, whole rows)."""
+def gather_rows(source, rows):
+    """``source[rows]`` for a 2-D array (whole rows), as a new C-contiguous array."""
     # Explicit column loop rather than ``dest[k, :] = source[r, :]``: the slice assignment builds two
     # views per row, which dominated the cost for the narrow rows of few-shot regression.
     n_columns = source.shape[1]
+    dest = np.empty((rows.shape[0], n_columns), dtype=source.dtype)
     for i in range(rows.shape[0]):
-        source_row = first_row + rows[i]
-        dest_row = dest_start + i
+        r = rows[i]
         for j in range(n_columns):
-            dest[dest_row, j] = source[source_row, j]
+            dest[i, j] = source[r, j]
+    return dest
 
 
 @njit(**JIT_OPTIONS)
@@ -146,6 +147,26 @@ def sample_regression_episodes(X, Y, task_offsets, fixed_support, batch_tasks, s
     Yq : ndarray of shape (n_query_rows, n_outputs), dtype of Y
     q_offsets : ndarray of shape (n_batch + 1,), int64
     """
+    s_rows, s_offsets, q_rows, q_offsets = regression_episode_rows(
+        task_offsets, fixed_support, batch_tasks, seeds, support_sizes, n_query)
+    return (gather_rows(X, s_rows), gather_rows(Y, s_rows), s_offsets, gather_rows(X, q_rows),
+            gather_rows(Y, q_rows), q_offsets)
+
+
+@njit(**JIT_OPTIONS)
+def regression_episode_rows(task_offsets, fixed_support, batch_tasks, seeds, support_sizes, n_query):
+    """The rows :func:`sample_regression_episodes` takes, as indices into the concatenated tasks.
+
+    Parameters are those of :func:`sample_regression_episodes` without ``X`` and ``Y``; the draws
+    are the same. Any per-row array (inputs as given, sample weights) can then follow the rows.
+
+    Returns
+    -------
+    s_rows : ndarray of shape (n_support_rows,), int64
+    s_offsets : ndarray of shape (n_batch + 1,), int64
+    q_rows : ndarray of shape (n_query_rows,), int64
+    q_offsets : ndarray of shape (n_batch + 1,), int64
+    """
     n_batch = batch_tasks.shape[0]
 
     # Pass 1: sizes, so every output is allocated once at its final size.
@@ -164,15 +185,10 @@ def sample_regression_episodes(X, Y, task_offsets, fixed_support, batch_tasks, s
             n_q = n_query if n_query >= 0 else n_rows - n_s
         s_offsets[b + 1] = s_offsets[b] + n_s
         q_offsets[b + 1] = q_offsets[b] + n_q
+    s_rows = np.empty(s_offsets[n_batch], dtype=np.int64)
+    q_rows = np.empty(q_offsets[n_batch], dtype=np.int64)
 
-    n_features = X.shape[1]
-    n_outputs = Y.shape[1]
-    Xs = np.empty((s_offsets[n_batch], n_features), dtype=X.dtype)
-    Ys = np.empty((s_offsets[n_batch], n_outputs), dtype=Y.dtype)
-    Xq = np.empty((q_offsets[n_batch], n_features), dtype=X.dtype)
-    Yq = np.empty((q_offsets[n_batch], n_outputs), dtype=Y.dtype)
-
-    # Pass 2: choose rows (positions within the task) and copy them.
+    # Pass 2: choose rows (positions within the task).
     row_order = np.empty(max_task_rows, dtype=np.int64)
     state = np.empty(4, dtype=np.uint64)
     for b in range(n_batch):
@@ -189,13 +205,11 @@ def sample_regression_episodes(X, Y, task_offsets, fixed_support, batch_tasks, s
             # One ordered uniform sample of n_s + n_q rows: its first n_s are the support, the next
             # n_q the query. With n_query == -1 this is a full shuffle.
             partial_shuffle(state, order, n_s + n_q)
-        support_rows = order[:n_s]
-        query_rows = order[n_s:n_s + n_q]
-        _gather_rows(X, first_row, support_rows, Xs, s_offsets[b])
-        _gather_rows(Y, first_row, support_rows, Ys, s_offsets[b])
-        _gather_rows(X, first_row, query_rows, Xq, q_offsets[b])
-        _gather_rows(Y, first_row, query_rows, Yq, q_offsets[b])
-    return Xs, Ys, s_offsets, Xq, Yq, q_offsets
+        for i in range(n_s):
+            s_rows[s_offsets[b] + i] = first_row + order[i]
+        for i in range(n_q):
+            q_rows[q_offsets[b] + i] = first_row + order[n_s + i]
+    return s_rows, s_offsets, q_rows, q_offsets
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,6 +278,30 @@ def sample_classification_episodes(
     yq : ndarray of shape (n_query_rows,), int64
     q_offsets : ndarray of shape (n_batch + 1,), int64
     """
+    s_rows, ys, s_offsets, q_rows, yq, q_offsets = classification_episode_rows(
+        y, task_offsets, fixed_support, batch_tasks, seeds, support_sizes, n_query, n_classes,
+        relabel)
+    return gather_rows(X, s_rows), ys, s_offsets, gather_rows(X, q_rows), yq, q_offsets
+
+
+@njit(**JIT_OPTIONS)
+def classification_episode_rows(y, task_offsets, fixed_support, batch_tasks, seeds, support_sizes,
+                                n_query, n_classes, relabel):
+    """The rows :func:`sample_classification_episodes` takes, as indices into the concatenated
+    tasks, with their (possibly relabelled) labels.
+
+    Parameters are those of :func:`sample_classification_episodes` without ``X``; the draws are the
+    same.
+
+    Returns
+    -------
+    s_rows : ndarray of shape (n_support_rows,), int64
+    ys : ndarray of shape (n_support_rows,), int64
+    s_offsets : ndarray of shape (n_batch + 1,), int64
+    q_rows : ndarray of shape (n_query_rows,), int64
+    yq : ndarray of shape (n_query_rows,), int64
+    q_offsets : ndarray of shape (n_batch + 1,), int64
+    """
     n_batch = batch_tasks.shape[0]
     # class_count is kept all zero between tasks (see _task_classes), so it is zeroed once per call.
     class_count = np.zeros(n_classes, dtype=np.int64)
@@ -292,10 +330,9 @@ def sample_classification_episodes(
         s_offsets[b + 1] = s_offsets[b] + n_s
         q_offsets[b + 1] = q_offsets[b] + n_q
 
-    n_features = X.shape[1]
-    Xs = np.empty((s_offsets[n_batch], n_features), dtype=X.dtype)
+    s_rows = np.empty(s_offsets[n_batch], dtype=np.int64)
     ys = np.empty(s_offsets[n_batch], dtype=np.int64)
-    Xq = np.empty((q_offsets[n_batch], n_features), dtype=X.dtype)
+    q_rows = np.empty(q_offsets[n_batch], dtype=np.int64)
     yq = np.empty(q_offsets[n_batch], dtype=np.int64)
 
     # Per-task scratch, sized for the largest task of the batch.
@@ -307,7 +344,7 @@ def sample_classification_episodes(
     output_of_class = np.empty(max_task_rows, dtype=np.int64)  # local class k -> output label
     state = np.empty(4, dtype=np.uint64)
 
-    # Pass 2: choose rows (positions within the task), copy them, write labels.
+    # Pass 2: choose rows (positions within the task), write their indices and labels.
     for b in range(n_batch):
         t = batch_tasks[b]
         first_row = task_offsets[t]
@@ -364,20 +401,20 @@ def sample_classification_episodes(
                 output[k] = k
             shuffle_inplace(state, output)
 
-        _gather_rows(X, first_row, support_rows, Xs, s_offsets[b])
-        _gather_rows(X, first_row, query_rows, Xq, q_offsets[b])
         s0 = s_offsets[b]
         for i in range(n_s):
-            c = y[first_row + support_rows[i]]
+            s_rows[s0 + i] = first_row + support_rows[i]
+            c = y[s_rows[s0 + i]]
             ys[s0 + i] = output_of_class[local_class[c]] if relabel else c
         q0 = q_offsets[b]
         for i in range(n_q):
-            c = y[first_row + query_rows[i]]
+            q_rows[q0 + i] = first_row + query_rows[i]
+            c = y[q_rows[q0 + i]]
             yq[q0 + i] = output_of_class[local_class[c]] if relabel else c
 
         if n_way > 0:
             _clear_class_count(class_count, classes, n_way)
-    return Xs, ys, s_offsets, Xq, yq, q_offsets
+    return s_rows, ys, s_offsets, q_rows, yq, q_offsets
 
 
 # --------------------------------------------------------------------------------------------------
