@@ -10,10 +10,11 @@ from sklearn.utils.metadata_routing import MetadataRequest
 from ._base import BaseMAML
 
 
-def _final_maml_step(estimator, X):
-    """The MAML estimator at the end of ``estimator`` and ``X`` transformed to reach it."""
+def _final_maml_step(estimator, X=None):
+    """The MAML estimator at the end of ``estimator`` and ``X`` transformed to reach it (None when
+    not given)."""
     if isinstance(estimator, Pipeline):
-        if len(estimator.steps) > 1:
+        if len(estimator.steps) > 1 and X is not None:
             X = estimator[:-1].transform(X)
         estimator = estimator.steps[-1][1]
     if not isinstance(estimator, BaseMAML):

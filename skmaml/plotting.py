@@ -21,11 +21,11 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import is_classifier
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error
-from sklearn.pipeline import Pipeline
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import _safe_indexing
+from sklearn.utils.validation import _num_samples, check_is_fitted
 
-from ._scoring import adapt
+from ._scoring import _final_maml_step, adapt
+from ._tasks import TaskSet
 
 __all__ = ["MetaTrainingCurveDisplay", "AdaptationCurveDisplay", "RegressionFitDisplay"]
 
@@ -46,13 +46,8 @@ def _get_ax(plt, ax):
     return ax
 
 
-def _final_step(estimator):
-    """The estimator itself, or the last step of a Pipeline."""
-    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
-
-
 def _default_name(estimator):
-    return type(_final_step(estimator)).__name__
+    return type(_final_maml_step(estimator)[0]).__name__
 
 
 # -------------------------------------------------------------------------------------------------
@@ -202,7 +197,7 @@ class MetaTrainingCurveDisplay:
         display : MetaTrainingCurveDisplay
         """
         _import_pyplot("MetaTrainingCurveDisplay")
-        final = _final_step(estimator)
+        final = _final_maml_step(estimator)[0]
         check_is_fitted(final)
         if not hasattr(final, "loss_curve_"):
             raise TypeError(f"{type(final).__name__} has no loss_curve_; expected a fitted "
@@ -238,38 +233,46 @@ def _resolve_metric(metric):
     return _METRICS[metric]
 
 
-def _support_query_split(task, n_support, classifier, rng, index):
-    """``(X_support, y_support, X_query, y_query)`` of one task (a 2- or 4-tuple)."""
-    if not isinstance(task, (tuple, list)) or len(task) not in (2, 4):
-        raise ValueError(f"task {index} must be (X, y) or (X_support, y_support, X_query, "
-                         "y_query).")
-    if len(task) == 4:
-        return tuple(task)
-    X, y = task
-    y = np.asarray(y)
-    n_rows = y.shape[0]
-    if classifier:
-        # As MAMLClassifier: n_support rows of each class of the task (stratified).
-        support = []
-        for label in np.unique(y):
-            rows = np.flatnonzero(y == label)
-            if rows.shape[0] < n_support:
-                raise ValueError(f"task {index} has {rows.shape[0]} rows of class {label!r}; "
-                                 f"n_support={n_support} per class are needed.")
-            support.append(rng.choice(rows, size=n_support, replace=False))
-        support = np.concatenate(support)
-    else:
-        if n_rows <= n_support:
-            raise ValueError(f"task {index} has {n_rows} rows; n_support={n_support} support "
-                             "rows and at least one query row are needed.")
-        support = rng.choice(n_rows, size=n_support, replace=False)
-    query = np.setdiff1d(np.arange(n_rows), support)
-    if query.size == 0:
-        raise ValueError(f"task {index} has no row left for the query set.")
-    def take(A, rows):
-        return A.iloc[rows] if hasattr(A, "iloc") else np.asarray(A)[rows]
-
-    return take(X, support), y[support], take(X, query), y[query]
+def _support_query_splits(final, tasks, n_support, random_state):
+    """``(X_support, y_support, X_query, y_query)`` of each task (a 2- or 4-tuple), drawn by
+    ``final``'s own episode sampler with the seeds of ``FewShotScorer(random_state=...)``: the
+    support rows of ``tasks`` are those ``FewShotScorer(n_support=..., random_state=...)`` uses on
+    the same tasks given as rows with ``groups`` the task index. 4-tuples are used as given; a
+    task too small for ``n_support`` is handled as in ``score``."""
+    sizes, fixed, y_parts = [], [], []
+    for index, task in enumerate(tasks):
+        if not isinstance(task, (tuple, list)) or len(task) not in (2, 4):
+            raise ValueError(f"task {index} must be (X, y) or (X_support, y_support, X_query, "
+                             "y_query).")
+        parts = [np.asarray(task[1])] if len(task) == 2 else [np.asarray(task[1]),
+                                                               np.asarray(task[3])]
+        for X_part, y_part in zip(task[0::2], parts):
+            if _num_samples(X_part) != y_part.shape[0]:
+                raise ValueError(f"task {index}: X has {_num_samples(X_part)} rows but y has "
+                                 f"{y_part.shape[0]}.")
+        y_parts.extend(parts)
+        sizes.append(sum(p.shape[0] for p in parts))
+        fixed.append(-1 if len(task) == 2 else parts[0].shape[0])
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    # Only the targets take part in the draw: X stays as given (a Pipeline transforms it later).
+    task_set = TaskSet(X=np.empty((offsets[-1], 0), dtype=final.coefs_[0].dtype),
+                       y=np.concatenate(y_parts), offsets=offsets,
+                       fixed_support=np.asarray(fixed, dtype=np.int64),
+                       names=[f"task {i}" for i in range(len(tasks))])
+    task_set.targets = final._encode_score_targets(task_set)
+    task_set.support_sizes = final._support_sizes(task_set, task_set.targets, n_support, -1)
+    s_rows, _, s_off, q_rows, _, q_off = final._few_shot_episodes(task_set, random_state)
+    splits = []
+    for t, task in enumerate(tasks):
+        if len(task) == 4:
+            splits.append(tuple(task))
+            continue
+        X, y = task[0], np.asarray(task[1])
+        support = s_rows[s_off[t]:s_off[t + 1]] - offsets[t]
+        query = q_rows[q_off[t]:q_off[t + 1]] - offsets[t]
+        splits.append((_safe_indexing(X, support), y[support], _safe_indexing(X, query),
+                       y[query]))
+    return splits
 
 
 class AdaptationCurveDisplay:
@@ -394,9 +397,13 @@ class AdaptationCurveDisplay:
             A fitted MAMLRegressor or MAMLClassifier (or a Pipeline ending in one), or several
             keyed by legend name, e.g. ``{"MAML": maml, "pretrained": baseline}``.
         tasks : list of tuples
-            New tasks: ``(X, y)``, whose support rows are drawn with ``random_state``
-            (``n_support`` rows, or ``n_support`` per class for a classifier) and query rows are
-            the rest, or ``(X_support, y_support, X_query, y_query)``, used as given.
+            New tasks: ``(X, y)``, whose support rows are drawn by the (first) estimator's own
+            sampler with ``random_state`` (``n_support`` rows, or ``n_support`` per class for a
+            classifier; fewer for a task too small, as in ``score``) and query rows are the
+            rest, or ``(X_support, y_support, X_query, y_query)``, used as given. The draws are
+            those of ``FewShotScorer(n_support=n_support, random_state=random_state)`` on the
+            same tasks given as rows with ``groups`` the task index, so a curve's value at
+            ``k`` steps can be reproduced with it.
         n_support : int, default=10
             Support rows per ``(X, y)`` task (per class for classifiers).
         max_steps : int, default=10
@@ -419,7 +426,7 @@ class AdaptationCurveDisplay:
         if not estimators:
             raise ValueError("estimator is an empty dict: give at least one estimator.")
         for est in estimators.values():
-            check_is_fitted(_final_step(est))
+            check_is_fitted(_final_maml_step(est)[0])
         if not isinstance(max_steps, Integral) or max_steps < 0:
             raise ValueError(f"max_steps must be a non-negative int, got {max_steps!r}.")
         if not isinstance(n_support, Integral) or n_support < 1:
@@ -427,11 +434,9 @@ class AdaptationCurveDisplay:
         if len(tasks) == 0:
             raise ValueError("tasks is empty.")
         score, method, metric_name = _resolve_metric(metric)
-        classifier = is_classifier(next(iter(estimators.values())))
-        rng = check_random_state(random_state)
         # One split per task, shared by every estimator so they are compared on the same rows.
-        splits = [_support_query_split(task, n_support, classifier, rng, i)
-                  for i, task in enumerate(tasks)]
+        splits = _support_query_splits(_final_maml_step(next(iter(estimators.values())))[0],
+                                       tasks, n_support, random_state)
         losses = {}
         for name, est in estimators.items():
             curve = np.empty((len(splits), max_steps + 1))
@@ -602,7 +607,7 @@ class RegressionFitDisplay:
         display : RegressionFitDisplay
         """
         _import_pyplot("RegressionFitDisplay")
-        final = _final_step(estimator)
+        final = _final_maml_step(estimator)[0]
         check_is_fitted(final)
         if is_classifier(final):
             raise TypeError("RegressionFitDisplay draws regression fits; got a classifier.")

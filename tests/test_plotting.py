@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import skmaml.plotting
-from skmaml import MAMLClassifier, MAMLRegressor, adapt
+from skmaml import FewShotScorer, MAMLClassifier, MAMLRegressor, adapt
 from skmaml.datasets import make_episodes, make_sinusoid_tasks, split_classes
 from skmaml.plotting import (
     AdaptationCurveDisplay,
@@ -165,12 +165,6 @@ def test_meta_training_curve_pipeline_and_errors(pyplot, sinusoid_tasks):
 # -------------------------------------------------------------------------------------------------
 
 
-def _direct_losses(est, splits, steps):
-    """Query MSE after adapt(..., n_inner_steps=k) from the meta-learned model, per task."""
-    return np.array([[np.mean((est.adapt(Xs, ys, n_inner_steps=k).predict(Xq) - yq) ** 2)
-                      for k in steps] for Xs, ys, Xq, yq in splits])
-
-
 def test_adaptation_curve_matches_direct_adaptation(pyplot, maml, pooled, new_tasks):
     max_steps = 4
     display = AdaptationCurveDisplay.from_estimator({"MAML": maml, "pretrained": pooled},
@@ -178,19 +172,23 @@ def test_adaptation_curve_matches_direct_adaptation(pyplot, maml, pooled, new_ta
                                                     random_state=0)
     assert set(display.losses) == {"MAML", "pretrained"}
     np.testing.assert_array_equal(display.steps, np.arange(max_steps + 1))
-    # The support rows the display drew (same seed, same draw order).
-    rng = np.random.RandomState(0)
-    splits = []
-    for X, y in new_tasks:
-        support = rng.choice(len(y), size=5, replace=False)
-        query = np.setdiff1d(np.arange(len(y)), support)
-        splits.append((X[support], y[support], X[query], y[query]))
+    # The display draws its support rows with the estimator's sampler and FewShotScorer's seeds:
+    # its curve at k steps is FewShotScorer's score of the same tasks with n_inner_steps=k.
+    X = np.concatenate([t[0] for t in new_tasks])
+    y = np.concatenate([t[1] for t in new_tasks])
+    groups = np.repeat(np.arange(len(new_tasks)), [t[0].shape[0] for t in new_tasks])
     for name, est in (("MAML", maml), ("pretrained", pooled)):
-        expected = _direct_losses(est, splits, range(max_steps + 1))
-        np.testing.assert_allclose(display.losses[name], expected, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(display.lines_[name].get_ydata(), expected.mean(axis=0))
+        expected = [-FewShotScorer("neg_mean_squared_error", n_support=5, n_inner_steps=k,
+                                   random_state=0)(est, X, y, groups=groups)
+                    for k in range(max_steps + 1)]
+        np.testing.assert_allclose(display.losses[name].mean(axis=0), expected, rtol=1e-10)
+        np.testing.assert_allclose(display.lines_[name].get_ydata(), expected, rtol=1e-10)
         assert display.lines_[name].get_label() == name
         assert name in display.fill_between_
+    # Another seed draws other support rows.
+    other = AdaptationCurveDisplay.from_estimator(maml, new_tasks, n_support=5, max_steps=1,
+                                                  random_state=1)
+    assert not np.allclose(other.losses["MAMLRegressor"][:, 1], display.losses["MAML"][:, 1])
     assert "95% confidence band" in display.ax_.get_ylabel()
     assert display.ax_.get_xlabel().startswith("Inner gradient steps")
 
@@ -232,8 +230,11 @@ def test_adaptation_curve_single_estimator_fixed_splits_and_metrics(pyplot, maml
     assert "max_error" in display.ax_.get_ylabel()
     with pytest.raises(ValueError, match="metric must be one of"):
         AdaptationCurveDisplay.from_estimator(maml, fixed, metric="r2")
-    with pytest.raises(ValueError, match="task 0 has 25 rows"):
-        AdaptationCurveDisplay.from_estimator(maml, new_tasks, n_support=25)
+    with pytest.warns(UserWarning, match="task 0 has 25 rows, so it uses 24"):
+        AdaptationCurveDisplay.from_estimator(maml, new_tasks, n_support=25, max_steps=1)
+    one_row = (new_tasks[1][0][:1], new_tasks[1][1][:1])
+    with pytest.raises(ValueError, match="task 1 has 1 row: too few"):
+        AdaptationCurveDisplay.from_estimator(maml, [new_tasks[0], one_row])
     with pytest.raises(ValueError, match="max_steps"):
         AdaptationCurveDisplay.from_estimator(maml, new_tasks, max_steps=-1)
 
@@ -275,7 +276,7 @@ def test_adaptation_curve_classifier_on_held_out_classes(pyplot):
     display = AdaptationCurveDisplay.from_estimator(clf, test_tasks, n_support=3, max_steps=1,
                                                     metric="log_loss")
     assert np.isfinite(display.losses["MAMLClassifier"]).all()
-    with pytest.raises(ValueError, match="rows of class"):
+    with pytest.warns(UserWarning, match="task 0 has 8 rows of class .*so it uses 7"):
         AdaptationCurveDisplay.from_estimator(clf, test_tasks, n_support=9, max_steps=1)
 
 
