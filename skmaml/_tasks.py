@@ -200,6 +200,33 @@ def tasks_from_list(tasks, y_dtype):
     return TaskSet(X=X, y=y, offsets=offsets, fixed_support=fixed, names=names), tasks[0][0]
 
 
+def group_layout(groups):
+    """The task layout of ``fit(X, y, groups)``, the one place it is decided: tasks in sorted
+    order of the unique labels (``np.unique``), each task's rows in their given order.
+
+    ``skmaml.datasets.tasks_from_groups`` uses it too, which is what makes
+    ``fit(tasks_from_groups(X, y, groups))`` and ``fit(X, y, groups=groups)`` the same model.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_tasks,)
+        Sorted unique labels.
+    codes : ndarray of shape (n_rows,), int
+        Task of each row (index into ``labels``).
+    order : ndarray of shape (n_rows,), int64
+        The rows task after task.
+    sizes : ndarray of shape (n_tasks,), int64
+    """
+    try:
+        labels, codes = np.unique(groups, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(f"groups must be sortable task ids (e.g. ints or strings): {exc}") from exc
+    codes = codes.reshape(-1)
+    order = np.argsort(codes, kind="stable").astype(np.int64)
+    sizes = np.bincount(codes, minlength=labels.shape[0]).astype(np.int64)
+    return labels, codes, order, sizes
+
+
 def tasks_from_groups(X, y, groups):
     """Split already validated ``X``, ``y`` by ``groups`` (sorted unique labels, rows in order).
 
@@ -219,14 +246,10 @@ def tasks_from_groups(X, y, groups):
                 f"groups must hold one task id per row of X: X has {n_rows} rows but groups "
                 f"has shape {np.shape(groups)}."
             )
-        try:
-            labels, codes = np.unique(groups, return_inverse=True)
-        except TypeError as exc:
-            raise TypeError(f"groups must be sortable task ids (e.g. ints or strings): {exc}")
-        if any(isinstance(g, float) and np.isnan(g) for g in labels[:1].tolist() + labels[-1:].tolist()):
+        labels, _, order, sizes = group_layout(groups)
+        if any(isinstance(g, float) and np.isnan(g)
+               for g in labels[:1].tolist() + labels[-1:].tolist()):
             raise ValueError("groups contains NaN: every row needs a task id.")
-        order = np.argsort(codes, kind="stable")
-        sizes = np.bincount(codes, minlength=labels.shape[0])
         names = [f"group {label!r}" for label in labels.tolist()]
     return TaskSet(
         X=np.ascontiguousarray(X[order]),

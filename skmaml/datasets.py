@@ -31,6 +31,8 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
 from sklearn.utils.validation import _num_samples, check_consistent_length
 
+from ._tasks import group_layout
+
 __all__ = [
     "make_sinusoid_tasks",
     "make_linear_tasks",
@@ -556,13 +558,7 @@ def tasks_from_groups(X, y, groups, *, min_samples=None, flat=False, return_grou
     n_rows = _num_samples(X)
     check_consistent_length(X, y)
     groups = _check_labels_1d(groups, "groups", n_rows)
-    try:
-        labels, codes = np.unique(groups, return_inverse=True)
-    except TypeError as exc:
-        raise TypeError("groups must be sortable labels (e.g. all ints or all strings): "
-                        f"{exc}") from exc
-    codes = codes.reshape(-1)
-    sizes = np.bincount(codes, minlength=labels.shape[0])
+    labels, codes, order, sizes = group_layout(groups)
     keep = np.ones(labels.shape[0], dtype=bool) if min_samples is None else sizes >= min_samples
     if not keep.any():
         raise ValueError(f"No group has min_samples={min_samples} rows or more (the largest has "
@@ -571,7 +567,6 @@ def tasks_from_groups(X, y, groups, *, min_samples=None, flat=False, return_grou
         rows = np.flatnonzero(keep[codes])
         out = (_safe_indexing(X, rows), _safe_indexing(y, rows), groups[rows])
     else:
-        order = np.argsort(codes, kind="stable")
         starts = np.concatenate([[0], np.cumsum(sizes)])
         tasks = []
         for g in np.flatnonzero(keep):
