@@ -20,6 +20,7 @@ from joblib import effective_n_jobs, parallel_config
 from threadpoolctl import threadpool_limits
 
 from ._kernels._maml import meta_batch_grad, workspace_size
+from ._kernels._numeric import mean_loss
 
 # Below this much estimated work per chunk, a thread hand-off and the smaller step-0 products of a
 # split batch cost more than a second core saves: 20 MFLOP is a fraction of a millisecond of kernel
@@ -119,14 +120,18 @@ class MetaGradient:
             self._workspaces[chunk] = workspace
         return workspace
 
+    def _kernel(self, theta, Xs, ys, s_offsets, Xq, yq, q_offsets, grad, task_losses, workspace):
+        """The kernel on a whole batch or one chunk: its one call site."""
+        return meta_batch_grad(theta, self.layer_sizes, self.activation, Xs, ys, s_offsets, Xq,
+                               yq, q_offsets, self.inner_lr, self.n_inner_steps, self.first_order,
+                               grad, task_losses, workspace)
+
     def _chunk(self, theta, Xs, ys, s_offsets, Xq, yq, q_offsets, t0, t1, grad, task_losses,
                workspace):
         s0, s1 = s_offsets[t0], s_offsets[t1]
         q0, q1 = q_offsets[t0], q_offsets[t1]
-        return meta_batch_grad(theta, self.layer_sizes, self.activation, Xs[s0:s1], ys[s0:s1],
-                               s_offsets[t0:t1 + 1] - s0, Xq[q0:q1], yq[q0:q1],
-                               q_offsets[t0:t1 + 1] - q0, self.inner_lr, self.n_inner_steps,
-                               self.first_order, grad, task_losses[t0:t1], workspace)
+        self._kernel(theta, Xs[s0:s1], ys[s0:s1], s_offsets[t0:t1 + 1] - s0, Xq[q0:q1],
+                     yq[q0:q1], q_offsets[t0:t1 + 1] - q0, grad, task_losses[t0:t1], workspace)
 
     def __call__(self, theta, Xs, ys, s_offsets, Xq, yq, q_offsets, grad_out, task_losses):
         """Mean query loss; writes the mean meta-gradient into ``grad_out``."""
@@ -140,10 +145,8 @@ class MetaGradient:
         else:
             bounds = chunk_bounds(s_offsets, q_offsets, self.support_flops, self.query_flops)
         if bounds.shape[0] == 2:
-            return meta_batch_grad(theta, self.layer_sizes, self.activation, Xs, ys, s_offsets,
-                                   Xq, yq, q_offsets, self.inner_lr, self.n_inner_steps,
-                                   self.first_order, grad_out, task_losses,
-                                   self._workspace(0, theta, s_offsets, q_offsets))
+            return self._kernel(theta, Xs, ys, s_offsets, Xq, yq, q_offsets, grad_out,
+                                task_losses, self._workspace(0, theta, s_offsets, q_offsets))
         n_chunks = bounds.shape[0] - 1
         grads = np.empty((n_chunks, theta.shape[0]), dtype=theta.dtype)
         args = []
@@ -164,4 +167,4 @@ class MetaGradient:
         np.multiply(grads[0], weights[0], out=grad_out)
         for c in range(1, n_chunks):
             grad_out += weights[c] * grads[c]
-        return float(np.mean(task_losses[:n_tasks], dtype=np.float64))
+        return mean_loss(task_losses[:n_tasks])

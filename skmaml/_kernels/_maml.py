@@ -40,7 +40,7 @@ from ._mlp import (
     n_params,
     width_offsets,
 )
-from ._numeric import as_dtype_of
+from ._numeric import as_dtype_of, mean_loss
 
 
 @njit(**JIT_OPTIONS)
@@ -286,13 +286,10 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
                     batch_sweep[2], grad)
         _sgd_step(grad_out, grad, lr, grad_out)
 
-    mean_loss = 0.0
-    for t in range(n_tasks):
-        mean_loss += task_losses[t]
     inv_tasks = as_dtype_of(1.0 / n_tasks, theta)
     for i in range(n_par):
         grad_out[i] *= inv_tasks
-    return mean_loss / n_tasks
+    return mean_loss(task_losses[:n_tasks])
 
 
 @njit(**JIT_OPTIONS)

@@ -31,3 +31,14 @@ def all_finite(values):
         if not np.isfinite(values[i]):
             return False
     return True
+
+
+@njit(**JIT_OPTIONS)
+def mean_loss(task_losses):
+    """Mean of the task losses of a meta-batch, summed in task order in float64: the one
+    definition of the loss ``loss_curve_`` records, whether the batch ran as one kernel call or
+    in chunks."""
+    total = 0.0
+    for t in range(task_losses.shape[0]):
+        total += task_losses[t]
+    return total / task_losses.shape[0]
