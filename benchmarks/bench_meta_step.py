@@ -90,28 +90,19 @@ def init_theta(rng, layer_sizes):
     return np.concatenate(parts).astype(np.float32)
 
 
-def mlp_products(layer_sizes):
-    """Multiply-adds per row of one forward pass, one gradient, one Hessian-vector product."""
-    fwd = grad = hvp = 0
-    for l, (n_in, n_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
-        macs = n_in * n_out
-        fwd += macs
-        grad += (1 if l == 0 else 2) * macs   # dW, plus delta propagation below layer 0
-        hvp += (3 if l == 0 else 6) * macs    # layer 0 has no incoming R-activation / delta
-    return fwd, grad, hvp
-
-
 def flops_per_iteration(layer_sizes, n_tasks, n_support, n_query, n_steps, first_order):
-    """FLOPs of one meta-iteration under the stated model (2 flops per multiply-add)."""
-    fwd, grad, hvp = mlp_products(layer_sizes)
-    per_task = n_steps * n_support * (fwd + grad) + n_query * (fwd + grad)
-    if not first_order:
-        per_task += n_steps * n_support * hvp
-    return 2.0 * n_tasks * per_task
+    """FLOPs of one meta-iteration under the stated model (skmaml's own, which cuts meta-batches
+    into chunks by it: ``skmaml._parallel.flops_per_row``)."""
+    from skmaml._parallel import flops_per_row
+
+    support, query = flops_per_row(layer_sizes, n_steps, first_order)
+    return float(n_tasks * (n_support * support + n_query * query))
 
 
 def flop_model_text(layer_sizes):
-    fwd, grad, hvp = mlp_products(layer_sizes)
+    from skmaml._parallel import mlp_products
+
+    fwd, grad, hvp = (int(v) for v in mlp_products(layer_sizes))
     return [
         "FLOP model (the same count for every implementation; useful work, not what each one "
         "does internally): only the matrix products the algorithm needs, 2 flops per "

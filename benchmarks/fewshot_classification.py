@@ -17,7 +17,7 @@ train / validation / test classes):
   the end.
 * The chosen configurations are then trained again on all 7 training classes (same number of
   meta-iterations) and scored on 3-way episodes of the test classes: 1-shot and 5-shot, 15 query
-  rows per class, the same 600 episodes for every method; accuracy as mean +/- 1.96 sd / sqrt(600)
+  rows per class, the same 600 episodes for every method; accuracy as mean +/- the 95% Student-t interval
   over episodes, and each baseline's paired difference to MAML with its 95% CI.
 * Pixels are standardised by a ``StandardScaler`` fitted on the rows of the classes used for
   training at that stage (fit classes for validation, training classes for test); inputs float32.
@@ -151,7 +151,9 @@ def accuracies(predict, stage_episodes):
 
 
 def mean_ci(values):
-    return values.mean(), 1.96 * values.std(ddof=1) / np.sqrt(values.shape[0])
+    from skmaml._stats import mean_confidence_interval
+
+    return mean_confidence_interval(values)
 
 
 # ---------------------------------------------------------------------------------------------

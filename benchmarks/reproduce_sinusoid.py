@@ -22,7 +22,7 @@ Differences from the paper, stated:
 
 Evaluation: for each K in {5, 10, 20}, 600 new tasks (a seed the training tasks never use), each
 with K support rows and 100 other query rows of the same function; the query MSE after 0, 1 and 10
-gradient steps of size alpha = 0.01 on the K support rows, as mean +/- 1.96 sd / sqrt(600) over the
+gradient steps of size alpha = 0.01 on the K support rows, as mean +/- the 95% Student-t interval over the
 600 tasks. At K = 5 after several steps the per-task errors have a heavy tail (a task whose five
 support points lie close together is fitted there and extrapolated wildly elsewhere), so the
 comparison with the published numbers also prints the median and the largest per-task errors.
@@ -225,10 +225,12 @@ def query_errors(model, tasks, n_support, n_steps, inner_lr=None):
 
 
 def mean_ci(errors):
-    """Mean and the half-width of its 95% normal confidence interval."""
+    """Mean and the half-width of its 95% confidence interval (skmaml's Student-t interval)."""
+    from skmaml._stats import mean_confidence_interval
+
     if not np.isfinite(errors).all():
         return np.inf, np.nan
-    return errors.mean(), 1.96 * errors.std(ddof=1) / np.sqrt(errors.shape[0])
+    return mean_confidence_interval(errors)
 
 
 def tune_pretrained_steps(pooled, validation_tasks):

@@ -42,16 +42,22 @@ def resolve_n_jobs(n_jobs):
         return effective_n_jobs(n_jobs)
 
 
-def flops_per_row(layer_sizes, n_inner_steps, first_order):
-    """Estimated floating-point operations per (support row, query row) of one task.
+def mlp_products(layer_sizes):
+    """Multiply-adds per row of one forward pass, one gradient and one Hessian-vector product.
 
-    Counts the matrix products only (2 per multiply-add): a forward pass is one product per layer, a
-    gradient two (one for the first layer), a Hessian-vector product six (three for the first layer).
+    The matrix products only: a forward pass is one product per layer, a gradient two (one for the
+    first layer: no delta below it), a Hessian-vector product six (three for the first layer). The
+    FLOP model of the chunking here and of ``benchmarks/bench_meta_step.py``.
     """
-    macs = layer_sizes[:-1].astype(np.float64) * layer_sizes[1:]
-    forward = macs.sum()
-    gradient = 2 * macs.sum() - macs[0]
-    hvp = 6 * macs.sum() - 3 * macs[0]
+    sizes = np.asarray(layer_sizes, dtype=np.float64)
+    macs = sizes[:-1] * sizes[1:]
+    return macs.sum(), 2 * macs.sum() - macs[0], 6 * macs.sum() - 3 * macs[0]
+
+
+def flops_per_row(layer_sizes, n_inner_steps, first_order):
+    """Estimated floating-point operations (2 per multiply-add, :func:`mlp_products`) per
+    (support row, query row) of one task."""
+    forward, gradient, hvp = mlp_products(layer_sizes)
     support = n_inner_steps * (forward + gradient)
     if not first_order:
         support += n_inner_steps * hvp

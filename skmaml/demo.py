@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from skmaml import MAMLRegressor
+from skmaml._stats import mean_confidence_interval
 from skmaml.datasets import make_sinusoid_tasks
 
 
@@ -27,8 +28,7 @@ def query_mse(model, tasks, n_support, n_steps):
     for X, y in tasks:
         adapted = model.adapt(X[:n_support], y[:n_support], n_inner_steps=n_steps)
         errors.append(np.mean((adapted.predict(X[n_support:]) - y[n_support:]) ** 2))
-    errors = np.asarray(errors)
-    return errors.mean(), 1.96 * errors.std(ddof=1) / np.sqrt(len(errors))
+    return mean_confidence_interval(errors)
 
 
 def main(argv=None):

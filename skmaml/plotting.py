@@ -25,6 +25,7 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from ._scoring import _final_maml_step, adapt
+from ._stats import mean_confidence_interval
 from ._tasks import TaskSet
 
 __all__ = ["MetaTrainingCurveDisplay", "AdaptationCurveDisplay", "RegressionFitDisplay"]
@@ -360,12 +361,8 @@ class AdaptationCurveDisplay:
             mean = losses.mean(axis=0)
             (line,) = ax.plot(steps, mean, **{"marker": "o", "label": name, **(line_kw or {})})
             self.lines_[name] = line
-            n_tasks = losses.shape[0]
-            if confidence_level is not None and n_tasks > 1:
-                from scipy.stats import t as student_t
-
-                half_width = (student_t.ppf((1 + confidence_level) / 2, n_tasks - 1)
-                              * losses.std(axis=0, ddof=1) / np.sqrt(n_tasks))
+            if confidence_level is not None and losses.shape[0] > 1:
+                _, half_width = mean_confidence_interval(losses, confidence_level)
                 self.fill_between_[name] = ax.fill_between(
                     steps, mean - half_width, mean + half_width,
                     **{"alpha": 0.2, "color": line.get_color(), **(fill_between_kw or {})})
