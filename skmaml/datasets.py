@@ -66,9 +66,12 @@ def _check_range(value, name):
     return float(bounds[0]), float(bounds[1])
 
 
-def _flatten(tasks):
-    """A list of ``(X, y)`` tasks as ``X, y, groups`` (group ``i`` = task ``i``, rows in order)."""
-    groups = np.repeat(np.arange(len(tasks)), [X.shape[0] for X, _ in tasks])
+def _flatten(tasks, group_labels=None):
+    """A list of ``(X, y)`` tasks as ``X, y, groups`` (group ``i`` = task ``i``, or
+    ``group_labels[i]``; rows in order): the flat form ``fit(X, y, groups)`` turns back into the
+    same tasks when the labels sort in task order."""
+    labels = np.arange(len(tasks)) if group_labels is None else np.asarray(group_labels)
+    groups = np.repeat(labels, [X.shape[0] for X, _ in tasks])
     return (np.concatenate([X for X, _ in tasks]), np.concatenate([y for _, y in tasks]),
             groups)
 

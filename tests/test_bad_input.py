@@ -20,6 +20,7 @@ from hypothesis.extra import numpy as hnp
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skmaml import FewShotScorer, MAMLClassifier, MAMLRegressor
+from skmaml.datasets import _flatten as _flat
 
 # -------------------------------------------------------------------------------------------------
 # Helpers
@@ -49,14 +50,6 @@ def _clf_task(labels=(0, 1), per_class=6, n_features=2, seed=0):
     rng = np.random.RandomState(seed)
     y = np.repeat(np.asarray(labels), per_class)
     return rng.normal(size=(y.shape[0], n_features)), y
-
-
-def _flat(tasks, group_names=None):
-    X = np.concatenate([t[0] for t in tasks])
-    y = np.concatenate([t[1] for t in tasks])
-    names = np.arange(len(tasks)) if group_names is None else np.asarray(group_names)
-    groups = np.repeat(names, [t[0].shape[0] for t in tasks])
-    return X, y, groups
 
 
 @pytest.fixture(autouse=True)

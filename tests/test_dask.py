@@ -20,9 +20,9 @@ from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
 from sklearn.utils.parallel import Parallel, delayed
 
 from _dask_probe import ThreadProbeRegressor  # tests/ is on sys.path, as for naive
+from helpers import regression_data, small_regressor
 from skmaml import MAMLRegressor
 from skmaml._parallel import chunk_bounds, flops_per_row
-from skmaml.datasets import make_sinusoid_tasks
 
 pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
@@ -47,16 +47,6 @@ def client():
     finally:
         client.close()
         cluster.close()
-
-
-def small_regressor(**params):
-    defaults = dict(hidden_layer_sizes=(8,), n_support=2, meta_batch_size=4, max_iter=15,
-                    meta_lr=0.01, random_state=0)
-    return MAMLRegressor(**{**defaults, **params})
-
-
-def regression_data():
-    return make_sinusoid_tasks(n_tasks=12, n_samples=10, flat=True, random_state=0)
 
 
 def heavy_data(n_tasks=12, n_rows=120, n_features=5, seed=0):

@@ -25,6 +25,7 @@ from skmaml._base import BaseMAML
 from skmaml._kernels._config import ACTIVATION_CODES
 from skmaml._kernels._maml import meta_batch_grad
 from skmaml._params import init_theta, layer_sizes_array, pack, unpack
+from skmaml.datasets import _flatten as _flat
 from skmaml.datasets import make_sinusoid_tasks
 
 # -------------------------------------------------------------------------------------------------
@@ -41,13 +42,6 @@ def _small_regressor(**params):
 
 def _sinusoids(n_tasks=10, n_samples=15, random_state=0):
     return make_sinusoid_tasks(n_tasks=n_tasks, n_samples=n_samples, random_state=random_state)
-
-
-def _flat(tasks):
-    X = np.concatenate([t[0] for t in tasks])
-    y = np.concatenate([t[1] for t in tasks])
-    groups = np.repeat(np.arange(len(tasks)), [t[0].shape[0] for t in tasks])
-    return X, y, groups
 
 
 def _fixed_tasks(n_tasks, n_features=2, n_s=5, n_q=7, random_state=0):

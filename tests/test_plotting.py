@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 
 import skmaml.plotting
 from skmaml import FewShotScorer, MAMLClassifier, MAMLRegressor, adapt
-from skmaml.datasets import make_episodes, make_sinusoid_tasks, split_classes
+from skmaml.datasets import _flatten, make_episodes, make_sinusoid_tasks, split_classes
 from skmaml.plotting import (
     AdaptationCurveDisplay,
     MetaTrainingCurveDisplay,
@@ -146,9 +146,7 @@ def test_meta_training_curve_validation_scores(pyplot, sinusoid_tasks):
 
 
 def test_meta_training_curve_pipeline_and_errors(pyplot, sinusoid_tasks):
-    X = np.concatenate([t[0] for t in sinusoid_tasks])
-    y = np.concatenate([t[1] for t in sinusoid_tasks])
-    groups = np.repeat(np.arange(len(sinusoid_tasks)), 20)
+    X, y, groups = _flatten(sinusoid_tasks)
     pipe = _fit(make_pipeline(StandardScaler(), MAMLRegressor(
         hidden_layer_sizes=(5,), n_support=5, max_iter=5, random_state=0)), X, y,
         mamlregressor__groups=groups)
@@ -174,9 +172,7 @@ def test_adaptation_curve_matches_direct_adaptation(pyplot, maml, pooled, new_ta
     np.testing.assert_array_equal(display.steps, np.arange(max_steps + 1))
     # The display draws its support rows with the estimator's sampler and FewShotScorer's seeds:
     # its curve at k steps is FewShotScorer's score of the same tasks with n_inner_steps=k.
-    X = np.concatenate([t[0] for t in new_tasks])
-    y = np.concatenate([t[1] for t in new_tasks])
-    groups = np.repeat(np.arange(len(new_tasks)), [t[0].shape[0] for t in new_tasks])
+    X, y, groups = _flatten(new_tasks)
     for name, est in (("MAML", maml), ("pretrained", pooled)):
         expected = [-FewShotScorer("neg_mean_squared_error", n_support=5, n_inner_steps=k,
                                    random_state=0)(est, X, y, groups=groups)
@@ -240,9 +236,7 @@ def test_adaptation_curve_single_estimator_fixed_splits_and_metrics(pyplot, maml
 
 
 def test_adaptation_curve_pipeline(pyplot, sinusoid_tasks, new_tasks):
-    X = np.concatenate([t[0] for t in sinusoid_tasks])
-    y = np.concatenate([t[1] for t in sinusoid_tasks])
-    groups = np.repeat(np.arange(len(sinusoid_tasks)), 20)
+    X, y, groups = _flatten(sinusoid_tasks)
     pipe = _fit(make_pipeline(StandardScaler(), MAMLRegressor(
         hidden_layer_sizes=(5,), n_support=5, max_iter=5, random_state=0)), X, y,
         mamlregressor__groups=groups)

@@ -27,8 +27,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
 import skmaml
+from helpers import classification_data, regression_data, small_classifier, small_regressor
 from skmaml import FewShotScorer, MAMLClassifier, MAMLRegressor, adapt
-from skmaml.datasets import make_sinusoid_tasks
 
 # The tiny max_iter used throughout stops every fit early; that warning is noise here.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -39,41 +39,6 @@ ONE_TASK_WARNING = "without groups"  # fit(X, y) with groups=None: all rows are 
 # -------------------------------------------------------------------------------------------------
 # Data and small estimators
 # -------------------------------------------------------------------------------------------------
-
-def regression_data(n_tasks=12, n_samples=10, random_state=0):
-    """Flat sinusoid tasks: X (n, 1), y (n,), groups (n,) of ints."""
-    return make_sinusoid_tasks(n_tasks=n_tasks, n_samples=n_samples, flat=True,
-                               random_state=random_state)
-
-
-def classification_data(n_tasks=12, n_per_class=5, n_features=3, random_state=0):
-    """Flat binary tasks with shared labels {0, 1}: each task has its own linear boundary."""
-    rng = np.random.RandomState(random_state)
-    X_parts, y_parts, g_parts = [], [], []
-    for t in range(n_tasks):
-        w = rng.normal(size=n_features)
-        X_t = rng.normal(size=(8 * n_per_class, n_features))
-        score = X_t @ w
-        # Balanced classes: n_per_class rows on each side of the boundary.
-        rows = np.concatenate([np.argsort(score)[:n_per_class], np.argsort(score)[-n_per_class:]])
-        rows = rng.permutation(rows)
-        X_parts.append(X_t[rows])
-        y_parts.append((score[rows] > np.median(score)).astype(np.int64))
-        g_parts.append(np.full(rows.shape[0], t))
-    return np.concatenate(X_parts), np.concatenate(y_parts), np.concatenate(g_parts)
-
-
-def small_regressor(**params):
-    defaults = dict(hidden_layer_sizes=(8,), n_support=2, meta_batch_size=4, max_iter=15,
-                    meta_lr=0.01, random_state=0)
-    return MAMLRegressor(**{**defaults, **params})
-
-
-def small_classifier(**params):
-    defaults = dict(hidden_layer_sizes=(8,), n_support=2, meta_batch_size=4, max_iter=15,
-                    meta_lr=0.01, inner_lr=0.1, random_state=0)
-    return MAMLClassifier(**{**defaults, **params})
-
 
 def data_for(estimator):
     final = estimator[-1] if isinstance(estimator, Pipeline) else estimator
