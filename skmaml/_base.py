@@ -18,7 +18,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._kernels._config import ACTIVATION_CODES
+from ._kernels._config import ACTIVATION_CODES, ALL_OTHER_ROWS
 from ._kernels._maml import inner_adapt
 from ._kernels._mlp import forward, loss_grad
 from ._kernels._numeric import all_finite
@@ -105,7 +105,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     @abstractmethod
     def _largest_supports(self, task_set, y_kernel, n_query, min_query):
         """Per task, the most support rows (per class for a classifier) it can give while keeping
-        its query rows (``n_query``, or at least ``min_query`` when -1); < 1 where it cannot."""
+        its query rows (``n_query``, or at least ``min_query`` for ``ALL_OTHER_ROWS``); < 1 where
+        it cannot."""
 
     # Query rows a task needs for the estimator's own score metric (R² needs two).
     _min_query_rows_to_score = 1
@@ -254,7 +255,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 raise ValueError("X_val is given, but early_stopping=False: validation tasks are "
                                  "used for early stopping only; set early_stopping=True.")
             valid = self._validation_input(X_val, y_val, groups_val)
-        n_query = -1 if self.n_query is None else self.n_query
+        n_query = ALL_OTHER_ROWS if self.n_query is None else self.n_query
         task_set.support_sizes = self._support_sizes(task_set, task_set.targets, self.n_support,
                                                      n_query)
         self._meta_train(task_set, hidden, n_outputs, n_query, valid)
@@ -433,7 +434,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         else:
             train, warn_small = task_set, True
         # Scored with the estimator's metric, which may need more query rows than training.
-        valid.support_sizes = self._support_sizes(valid, valid.targets, self.n_support, -1,
+        valid.support_sizes = self._support_sizes(valid, valid.targets, self.n_support,
+                                                  ALL_OTHER_ROWS,
                                                   self._min_query_rows_to_score,
                                                   warn=warn_small)
         return train, valid
@@ -584,7 +586,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         theta, _ = self._theta()
         task_set = tasks_from_groups(np.ascontiguousarray(X, dtype=theta.dtype), y, groups)
         task_set.targets = self._encode_score_targets(task_set)
-        task_set.support_sizes = self._support_sizes(task_set, task_set.targets, n_support, -1,
+        task_set.support_sizes = self._support_sizes(task_set, task_set.targets, n_support,
+                                                     ALL_OTHER_ROWS,
                                                      min_query)
         return task_set
 
@@ -624,7 +627,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         seeds = rng.randint(0, _SEED_HIGH, size=task_set.n_tasks, dtype=np.int64)
         batch = np.arange(task_set.n_tasks, dtype=np.int64)
         return self._episode_rows(task_set.targets)(
-            task_set.offsets, task_set.fixed_support, batch, seeds, task_set.support_sizes, -1)
+            task_set.offsets, task_set.fixed_support, batch, seeds, task_set.support_sizes,
+            ALL_OTHER_ROWS)
 
     def _few_shot_score(self, X, y, groups, sample_weight, *, n_support, n_inner_steps=None,
                         random_state=0, scorer=None):

@@ -2,9 +2,9 @@
 
 Both public forms become a :class:`TaskSet`: every task's rows concatenated in task order
 (``X`` of shape ``(n_rows, n_features)``), ``offsets`` such that task ``t`` owns rows
-``offsets[t]:offsets[t + 1]``, and ``fixed_support[t]``: ``-1`` for a task whose support/query split is
-drawn afresh at each visit (a 2-tuple), or the number of given support rows at the front of the task
-(a 4-tuple). The compiled episode samplers work on exactly this layout.
+``offsets[t]:offsets[t + 1]``, and ``fixed_support[t]``: ``RANDOM_SPLIT`` (-1) for a task whose
+support/query split is drawn afresh at each visit (a 2-tuple), or the number of given support rows
+at the front of the task (a 4-tuple). The compiled episode samplers work on exactly this layout.
 
 Task order: the list order, or for ``groups`` the sorted unique group labels (``np.unique``), rows
 of a task in their original order. The two forms describing the same tasks therefore give the same
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils.validation import _num_samples, column_or_1d
+
+from ._kernels._config import RANDOM_SPLIT
 
 
 @dataclass
@@ -182,7 +184,7 @@ def tasks_from_list(tasks, y_dtype):
         if len(task) == 4:
             fixed.append(parts[0][0].shape[0])
         else:
-            fixed.append(-1)
+            fixed.append(RANDOM_SPLIT)
         for X_i, y_i in parts:
             X_parts.append(X_i)
             y_parts.append(y_i)
@@ -255,7 +257,7 @@ def tasks_from_groups(X, y, groups):
         X=np.ascontiguousarray(X[order]),
         y=np.ascontiguousarray(y[order]),
         offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-        fixed_support=np.full(len(sizes), -1, dtype=np.int64),
+        fixed_support=np.full(len(sizes), RANDOM_SPLIT, dtype=np.int64),
         names=names,
         order=order.astype(np.int64),
     )

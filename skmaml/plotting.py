@@ -24,6 +24,7 @@ from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
+from ._kernels._config import ALL_OTHER_ROWS, RANDOM_SPLIT
 from ._scoring import _final_maml_step, adapt
 from ._stats import mean_confidence_interval
 from ._tasks import TaskSet
@@ -253,7 +254,7 @@ def _support_query_splits(final, tasks, n_support, random_state):
                                  f"{y_part.shape[0]}.")
         y_parts.extend(parts)
         sizes.append(sum(p.shape[0] for p in parts))
-        fixed.append(-1 if len(task) == 2 else parts[0].shape[0])
+        fixed.append(RANDOM_SPLIT if len(task) == 2 else parts[0].shape[0])
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     # Only the targets take part in the draw: X stays as given (a Pipeline transforms it later).
     task_set = TaskSet(X=np.empty((offsets[-1], 0), dtype=final.coefs_[0].dtype),
@@ -261,7 +262,8 @@ def _support_query_splits(final, tasks, n_support, random_state):
                        fixed_support=np.asarray(fixed, dtype=np.int64),
                        names=[f"task {i}" for i in range(len(tasks))])
     task_set.targets = final._encode_score_targets(task_set)
-    task_set.support_sizes = final._support_sizes(task_set, task_set.targets, n_support, -1)
+    task_set.support_sizes = final._support_sizes(task_set, task_set.targets, n_support,
+                                                  ALL_OTHER_ROWS)
     s_rows, _, s_off, q_rows, _, q_off = final._few_shot_episodes(task_set, random_state)
     splits = []
     for t, task in enumerate(tasks):

@@ -19,3 +19,10 @@ TANH = 2
 RELU = 3
 
 ACTIVATION_CODES = {"identity": IDENTITY, "logistic": LOGISTIC, "tanh": TANH, "relu": RELU}
+
+# Episode layout codes. ``n_query`` of the samplers: every row of a task not in its support is a
+# query row (the estimators' ``n_query=None``).
+ALL_OTHER_ROWS = -1
+# ``fixed_support`` of a task whose support/query split is drawn afresh at each visit (a 2-tuple
+# task); ``s >= 0`` is a given split's number of support rows (a 4-tuple task).
+RANDOM_SPLIT = -1

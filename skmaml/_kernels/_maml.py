@@ -51,8 +51,8 @@ def _sgd_step(theta, grad, inner_lr, out):
 
 
 @njit(**JIT_OPTIONS)
-def inner_adapt(theta, layer_sizes, activation, Xs, ys, inner_lr, n_steps):
-    """Adapt ``theta`` to one task: ``n_steps`` plain gradient steps on its support rows.
+def inner_adapt(theta, layer_sizes, activation, Xs, ys, inner_lr, n_inner_steps):
+    """Adapt ``theta`` to one task: ``n_inner_steps`` plain gradient steps on its support rows.
 
     Parameters
     ----------
@@ -64,7 +64,7 @@ def inner_adapt(theta, layer_sizes, activation, Xs, ys, inner_lr, n_steps):
     ys : ndarray of shape (n_support, n_outputs) floating, or (n_support,) integer
     inner_lr : float
         Step size alpha.
-    n_steps : int
+    n_inner_steps : int
         Number of steps N (0 returns a copy of ``theta``).
 
     Returns
@@ -74,7 +74,7 @@ def inner_adapt(theta, layer_sizes, activation, Xs, ys, inner_lr, n_steps):
     adapted = theta.copy()
     grad = np.empty_like(theta)
     lr = as_dtype_of(inner_lr, theta)
-    for _ in range(n_steps):
+    for _ in range(n_inner_steps):
         loss_grad(adapted, layer_sizes, activation, Xs, ys, grad)
         _sgd_step(adapted, grad, lr, adapted)
     return adapted
@@ -91,7 +91,7 @@ def _max_task_rows(s_offsets, q_offsets):
 
 
 @njit(**JIT_OPTIONS)
-def workspace_layout(layer_sizes, s_offsets, q_offsets, n_steps, first_order):
+def workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order):
     """The regions :func:`meta_batch_grad` carves from its workspace, in order: the one layout
     that :func:`workspace_size`, the carving and ``docs/compiled_core.rst`` describe.
 
@@ -121,16 +121,16 @@ def workspace_layout(layer_sizes, s_offsets, q_offsets, n_steps, first_order):
     n_tasks = s_offsets.shape[0] - 1
     n_par = n_params(layer_sizes)
     n_s_max, n_q_max = _max_task_rows(s_offsets, q_offsets)
-    second_order = not first_order and n_steps > 0
-    step0_size = buffer_size(layer_sizes, s_offsets[n_tasks] - s_offsets[0]) if n_steps > 0 else 0
+    second_order = not first_order and n_inner_steps > 0
+    step0_size = buffer_size(layer_sizes, s_offsets[n_tasks] - s_offsets[0]) if n_inner_steps > 0 else 0
     step_size = buffer_size(layer_sizes, n_s_max)
     query_size = buffer_size(layer_sizes,
                              q_offsets[n_tasks] - q_offsets[0] if first_order else n_q_max)
-    n_kept = 1 if first_order else max(n_steps - 1, 1)
+    n_kept = 1 if first_order else max(n_inner_steps - 1, 1)
     regions = np.zeros(8, dtype=np.int64)
     regions[0] = 4 * step0_size
     regions[1] = n_kept * 4 * step_size
-    regions[2] = (n_steps + 1) * n_par
+    regions[2] = (n_inner_steps + 1) * n_par
     regions[3] = 4 * query_size
     if second_order:
         regions[4] = 3 * step_size
@@ -141,15 +141,15 @@ def workspace_layout(layer_sizes, s_offsets, q_offsets, n_steps, first_order):
 
 
 @njit(**JIT_OPTIONS)
-def workspace_size(layer_sizes, s_offsets, q_offsets, n_steps, first_order):
+def workspace_size(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order):
     """Entries of scratch memory :func:`meta_batch_grad` needs for this batch
     (:func:`workspace_layout`)."""
-    return workspace_layout(layer_sizes, s_offsets, q_offsets, n_steps, first_order)[0].sum()
+    return workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order)[0].sum()
 
 
 @njit(**JIT_OPTIONS)
 def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q_offsets,
-                    inner_lr, n_steps, first_order, grad_out, task_losses, workspace=None):
+                    inner_lr, n_inner_steps, first_order, grad_out, task_losses, workspace=None):
     """Mean query loss and mean meta-gradient over a ragged meta-batch of tasks.
 
     Parameters
@@ -164,12 +164,12 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     ys : ndarray of shape (n_support_rows, n_outputs) floating, or (n_support_rows,) integer
     s_offsets : ndarray of shape (n_tasks + 1,), int64
         Task ``t``'s support rows are ``s_offsets[t]:s_offsets[t + 1]`` (each non-empty if
-        ``n_steps > 0``).
+        ``n_inner_steps > 0``).
     Xq, yq, q_offsets
         Query rows, likewise (each task has at least one query row).
     inner_lr : float
         Inner step size alpha.
-    n_steps : int
+    n_inner_steps : int
         Inner steps N >= 0.
     first_order : bool
         Drop the second-order terms (first-order MAML).
@@ -197,12 +197,12 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     n_s_all = Xs.shape[0]
     n_q_all = Xq.shape[0]
     n_q_max = _max_task_rows(s_offsets, q_offsets)[1]
-    second_order = not first_order and n_steps > 0
+    second_order = not first_order and n_inner_steps > 0
     # Query passes of all tasks share one buffer in first order: every task's query gradient is
     # then summed with one product per layer over all query rows.
     n_q_buf = n_q_all if first_order else n_q_max
     regions, step0_size, step_size, query_size, n_kept = workspace_layout(
-        layer_sizes, s_offsets, q_offsets, n_steps, first_order)
+        layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order)
     size = regions.sum()
     if workspace is None or workspace.shape[0] < size:
         work = np.empty(size, dtype=dtype)
@@ -214,7 +214,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         start[r + 1] = start[r] + regions[r]
     step0 = work[start[0]:start[1]].reshape((4, step0_size))
     steps = work[start[1]:start[2]].reshape((n_kept * 4, step_size))
-    thetas = work[start[2]:start[3]].reshape((n_steps + 1, n_par))
+    thetas = work[start[2]:start[3]].reshape((n_inner_steps + 1, n_par))
     query = work[start[3]:start[4]].reshape((4, query_size))
     sweep = work[start[4]:start[5]].reshape((3, regions[4] // 3))
     batch_sweep = work[start[5]:start[6]].reshape((3, regions[5] // 3))
@@ -225,7 +225,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     # Step 0 for all tasks at once: every task starts from the shared theta, so the support
     # forward and backward passes are single large products over all support rows.
     Z0, A0, DZ0, DA0 = step0[0], step0[1], step0[2], step0[3]
-    if n_steps > 0:
+    if n_inner_steps > 0:
         _forward_rows(theta, layer_sizes, offsets, woffsets, activation, Xs, 0, Z0, A0, n_s_all,
                       0, n_s_all)
         for t in range(n_tasks):  # each task's own mean loss at the output
@@ -244,7 +244,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         q0 = q_offsets[t]
         n_q = q_offsets[t + 1] - q0
         thetas[0, :] = theta
-        for k in range(n_steps):
+        for k in range(n_inner_steps):
             if k == 0:
                 _weight_grad_rows(layer_sizes, offsets, woffsets, Xs, s0, A0, DZ0, n_s_all, s0,
                                   n_s, grad, False)
@@ -257,7 +257,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
                                   steps[j + 2], n_s, 0, n_s, grad, False)
             _sgd_step(thetas[k], grad, lr, thetas[k + 1])
         r0 = q0 if first_order else 0
-        task_losses[t] = _loss_grad_rows(thetas[n_steps], layer_sizes, offsets, woffsets,
+        task_losses[t] = _loss_grad_rows(thetas[n_inner_steps], layer_sizes, offsets, woffsets,
                                          activation, Xq, q0, yq, q0, Zq, Aq, DZq, DAq, n_q_buf,
                                          r0, n_q)
         if first_order:
@@ -268,7 +268,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
                           False)
         # Back through inner steps N-1 .. 1: v <- (I - alpha H_support(theta_k)) v.
         single_block[1] = n_s
-        for k in range(n_steps - 1, 0, -1):
+        for k in range(n_inner_steps - 1, 0, -1):
             j = 4 * (k - 1)
             _hvp_blocks(thetas[k], layer_sizes, offsets, woffsets, activation, Xs, s0, ys, n_s, 0,
                         single_block, steps[j], steps[j + 1], steps[j + 2], steps[j + 3], v,
@@ -293,7 +293,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
 
 
 @njit(**JIT_OPTIONS)
-def task_meta_grad(theta, layer_sizes, activation, Xs, ys, Xq, yq, inner_lr, n_steps, first_order,
+def task_meta_grad(theta, layer_sizes, activation, Xs, ys, Xq, yq, inner_lr, n_inner_steps, first_order,
                    grad_out):
     """Query loss after adaptation and the meta-gradient of one task.
 
@@ -301,7 +301,7 @@ def task_meta_grad(theta, layer_sizes, activation, Xs, ys, Xq, yq, inner_lr, n_s
     so that the tests can hold it against finite differences of the adapted query loss.
 
     Parameters are those of :func:`meta_batch_grad` for a single task (``Xs``/``ys`` its support
-    rows, ``Xq``/``yq`` its query rows). Returns the query loss after ``n_steps`` inner steps and
+    rows, ``Xq``/``yq`` its query rows). Returns the query loss after ``n_inner_steps`` inner steps and
     writes ``d L_query(inner_adapt(theta)) / d theta`` (or its first-order approximation) into
     ``grad_out``.
     """
@@ -309,4 +309,4 @@ def task_meta_grad(theta, layer_sizes, activation, Xs, ys, Xq, yq, inner_lr, n_s
     q_offsets = np.array([0, Xq.shape[0]], dtype=np.int64)
     task_losses = np.empty(1, dtype=theta.dtype)
     return meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q_offsets,
-                           inner_lr, n_steps, first_order, grad_out, task_losses)
+                           inner_lr, n_inner_steps, first_order, grad_out, task_losses)
