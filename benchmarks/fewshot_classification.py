@@ -126,7 +126,7 @@ def meta_training_tasks(Z, y, classes):
 def episodes(Z, y, classes, n_shot, n_episodes, random_state):
     from skmaml.datasets import make_episodes
 
-    return make_episodes(Z, y, n_way=N_WAY, n_shot=n_shot, n_query=N_QUERY,
+    return make_episodes(Z, y, n_way=N_WAY, n_support=n_shot, n_query=N_QUERY,
                          n_episodes=n_episodes, classes=classes, random_state=random_state)
 
 

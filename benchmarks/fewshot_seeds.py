@@ -77,7 +77,7 @@ def run(method, seed, X, y, test):
     else:
         rows = np.isin(y, TRAIN_CLASSES)
         fit_classes, valid_classes = split_classes(y[rows], test_size=3, random_state=seed)
-        X_val, y_val, g_val = make_episodes(X, y, n_way=3, n_shot=5, n_query=15, n_episodes=50,
+        X_val, y_val, g_val = make_episodes(X, y, n_way=3, n_support=5, n_query=15, n_episodes=50,
                                             classes=valid_classes, flat=True, random_state=seed)
         est = MAMLClassifier(**PARAMS, early_stopping=True, random_state=seed)
         est.fit(combination_tasks(X, y, fit_classes), X_val=X_val, y_val=y_val,
@@ -104,7 +104,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message="meta_batch_size=")
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
-    test = make_episodes(X, y, n_way=3, n_shot=5, n_query=15, n_episodes=300,
+    test = make_episodes(X, y, n_way=3, n_support=5, n_query=15, n_episodes=300,
                          classes=TEST_CLASSES, random_state=123)
 
     report = Report()

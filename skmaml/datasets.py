@@ -662,19 +662,19 @@ def split_classes(y, *, test_size=0.25, random_state=None):
 @validate_params(
     {"X": ["array-like"], "y": ["array-like"],
      "n_way": [Interval(Integral, 2, None, closed="left")],
-     "n_shot": [Interval(Integral, 1, None, closed="left")],
+     "n_support": [Interval(Integral, 1, None, closed="left")],
      "n_query": [Interval(Integral, 0, None, closed="left")],
      "n_episodes": [Interval(Integral, 1, None, closed="left")],
      "classes": ["array-like", None], "split": ["boolean"], "flat": ["boolean"],
      "random_state": ["random_state"]},
     prefer_skip_nested_validation=True,
 )
-def make_episodes(X, y, *, n_way=5, n_shot=1, n_query=15, n_episodes=100, classes=None,
+def make_episodes(X, y, *, n_way=5, n_support=1, n_query=15, n_episodes=100, classes=None,
                   split=True, flat=False, random_state=None):
     """N-way K-shot classification episodes drawn from a labelled dataset.
 
     Each episode draws ``n_way`` distinct classes among ``classes``, then for each of them
-    ``n_shot`` support rows and ``n_query`` query rows, all distinct. Labels are the **original**
+    ``n_support`` support rows and ``n_query`` query rows, all distinct. Labels are the **original**
     class labels; an episode's classes need not have been seen in meta-training, which is what
     ``MAMLClassifier(task_labels="per_task")`` is for. Episodes of held-out classes come from
     :func:`split_classes` and ``classes=test_classes``.
@@ -687,10 +687,10 @@ def make_episodes(X, y, *, n_way=5, n_shot=1, n_query=15, n_episodes=100, classe
         Class labels.
     n_way : int, default=5
         Classes per episode (N).
-    n_shot : int, default=1
-        Support rows per class (K), i.e. ``n_support`` of :class:`~skmaml.MAMLClassifier`.
+    n_support : int, default=1
+        Support rows per class (K, the "shot"), as ``n_support`` of :class:`~skmaml.MAMLClassifier`.
     n_query : int, default=15
-        Query rows per class. Every class used needs ``n_shot + n_query`` rows.
+        Query rows per class. Every class used needs ``n_support + n_query`` rows.
     n_episodes : int, default=100
         Number of episodes.
     classes : array-like, default=None
@@ -699,7 +699,7 @@ def make_episodes(X, y, *, n_way=5, n_shot=1, n_query=15, n_episodes=100, classe
     split : bool, default=True
         ``True``: each episode is ``(X_support, y_support, X_query, y_query)``, a fixed split that
         the estimators keep. ``False``: each episode is ``(X, y)`` holding its
-        ``n_way * (n_shot + n_query)`` rows, and the estimator draws a fresh support/query split at
+        ``n_way * (n_support + n_query)`` rows, and the estimator draws a fresh support/query split at
         every visit (``n_query=0`` is then allowed).
     flat : bool, default=False
         Return ``X, y, groups`` (support rows then query rows of each episode, the episode index
@@ -712,7 +712,7 @@ def make_episodes(X, y, *, n_way=5, n_shot=1, n_query=15, n_episodes=100, classe
     -------
     episodes : list of tuples
         ``(X_support, y_support, X_query, y_query)``, shapes
-        ``(n_way * n_shot, n_features)``, ``(n_way * n_shot,)``, ``(n_way * n_query, n_features)``,
+        ``(n_way * n_support, n_features)``, ``(n_way * n_support,)``, ``(n_way * n_query, n_features)``,
         ``(n_way * n_query,)``; or ``(X, y)`` with ``split=False``. Rows are shuffled within the
         support and within the query set. Without ``flat``.
     X, y, groups
@@ -730,21 +730,21 @@ def make_episodes(X, y, *, n_way=5, n_shot=1, n_query=15, n_episodes=100, classe
     >>> y = np.repeat(np.arange(10), 20)
     >>> X = rng.normal(size=(200, 4)) + y[:, None]
     >>> train_classes, test_classes = split_classes(y, test_size=0.3, random_state=0)
-    >>> episodes = make_episodes(X, y, n_way=3, n_shot=5, n_query=10, n_episodes=50,
+    >>> episodes = make_episodes(X, y, n_way=3, n_support=5, n_query=10, n_episodes=50,
     ...                          classes=train_classes, random_state=0)
     >>> X_support, y_support, X_query, y_query = episodes[0]
     >>> X_support.shape, X_query.shape
     ((15, 4), (30, 4))
     >>> bool(np.isin(y_support, train_classes).all())
     True
-    >>> test_episodes = make_episodes(X, y, n_way=3, n_shot=5, n_query=10, n_episodes=20,
+    >>> test_episodes = make_episodes(X, y, n_way=3, n_support=5, n_query=10, n_episodes=20,
     ...                               classes=test_classes, random_state=1)
     >>> sorted(set(test_episodes[0][1].tolist())) == sorted(set(test_episodes[0][3].tolist()))
     True
     """
     if split and n_query < 1:
         raise ValueError("split=True gives each episode a query set, so n_query must be at least "
-                         "1; use split=False for episodes of n_shot rows per class.")
+                         "1; use split=False for episodes of n_support rows per class.")
     if not hasattr(X, "shape"):
         X = np.asarray(X)
     check_consistent_length(X, y)
@@ -753,22 +753,22 @@ def make_episodes(X, y, *, n_way=5, n_shot=1, n_query=15, n_episodes=100, classe
     if chosen.shape[0] < n_way:
         raise ValueError(f"n_way={n_way} classes per episode, but only {chosen.shape[0]} classes "
                          "are available" + ("" if classes is None else " in classes") + ".")
-    need = n_shot + n_query
+    need = n_support + n_query
     sizes = np.array([rows.shape[0] for rows in rows_of])
     too_small = np.flatnonzero(sizes < need)
     if too_small.size:
         c = too_small[0]
         raise ValueError(
             f"class {chosen[c].item()!r} has {sizes[c]} rows, but every class needs "
-            f"n_shot + n_query = {need}; {too_small.size} class(es) are too small. Lower n_shot "
+            f"n_support + n_query = {need}; {too_small.size} class(es) are too small. Lower n_support "
             "or n_query, or leave the small classes out of classes.")
     rng = check_random_state(random_state)
     episode_rows = []
     for _ in range(n_episodes):
         picked = rng.choice(chosen.shape[0], size=n_way, replace=False)
         draws = [rng.choice(rows_of[c], size=need, replace=False) for c in picked]
-        support = np.concatenate([d[:n_shot] for d in draws])[rng.permutation(n_way * n_shot)]
-        query = np.concatenate([d[n_shot:] for d in draws])[rng.permutation(n_way * n_query)]
+        support = np.concatenate([d[:n_support] for d in draws])[rng.permutation(n_way * n_support)]
+        query = np.concatenate([d[n_support:] for d in draws])[rng.permutation(n_way * n_query)]
         episode_rows.append((support, query))
     if flat:
         # Indexed once, so a DataFrame X stays a DataFrame.

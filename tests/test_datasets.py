@@ -300,7 +300,7 @@ def test_split_classes():
 def test_make_episodes_shapes_and_labels():
     X, y = _labelled()
     train, test = split_classes(y, test_size=3, random_state=0)
-    episodes = make_episodes(X, y, n_way=3, n_shot=2, n_query=4, n_episodes=25, classes=train,
+    episodes = make_episodes(X, y, n_way=3, n_support=2, n_query=4, n_episodes=25, classes=train,
                              random_state=0)
     assert len(episodes) == 25
     for X_s, y_s, X_q, y_q in episodes:
@@ -319,7 +319,7 @@ def test_make_episodes_shapes_and_labels():
         assert not set(rows_s) & set(rows_q)
     used = np.unique(np.concatenate([e[1] for e in episodes]))
     np.testing.assert_array_equal(used, train)  # every train class gets used over 25 episodes
-    test_episodes = make_episodes(X, y, n_way=3, n_shot=1, n_query=2, n_episodes=5,
+    test_episodes = make_episodes(X, y, n_way=3, n_support=1, n_query=2, n_episodes=5,
                                   classes=test, random_state=0)
     for episode in test_episodes:
         np.testing.assert_array_equal(np.unique(episode[1]), test)
@@ -327,28 +327,28 @@ def test_make_episodes_shapes_and_labels():
 
 def test_make_episodes_two_tuples_and_flat():
     X, y = _labelled()
-    episodes = make_episodes(X, y, n_way=4, n_shot=3, n_query=2, n_episodes=6, split=False,
+    episodes = make_episodes(X, y, n_way=4, n_support=3, n_query=2, n_episodes=6, split=False,
                              random_state=0)
     assert all(len(e) == 2 for e in episodes)
     assert episodes[0][0].shape == (20, 3)
     np.testing.assert_array_equal(np.unique(episodes[0][1], return_counts=True)[1], [5] * 4)
-    X_f, y_f, groups = make_episodes(X, y, n_way=4, n_shot=3, n_query=2, n_episodes=6,
+    X_f, y_f, groups = make_episodes(X, y, n_way=4, n_support=3, n_query=2, n_episodes=6,
                                      flat=True, random_state=0)
     assert X_f.shape == (120, 3)
     np.testing.assert_array_equal(groups, np.repeat(np.arange(6), 20))
-    split = make_episodes(X, y, n_way=4, n_shot=3, n_query=2, n_episodes=6, random_state=0)
+    split = make_episodes(X, y, n_way=4, n_support=3, n_query=2, n_episodes=6, random_state=0)
     # Same draws whatever the output form: the flat rows are support then query of each episode.
     np.testing.assert_array_equal(X_f[:20], np.concatenate([split[0][0], split[0][2]]))
     np.testing.assert_array_equal(episodes[0][1], np.concatenate([split[0][1], split[0][3]]))
-    only_shots = make_episodes(X, y, n_way=2, n_shot=3, n_query=0, n_episodes=2, split=False,
+    only_shots = make_episodes(X, y, n_way=2, n_support=3, n_query=0, n_episodes=2, split=False,
                                random_state=0)
     assert only_shots[0][0].shape == (6, 3)
 
 
 def test_make_episodes_random_state():
     X, y = _labelled()
-    a = make_episodes(X, y, n_way=3, n_shot=1, n_query=2, n_episodes=4, random_state=3)
-    b = make_episodes(X, y, n_way=3, n_shot=1, n_query=2, n_episodes=4,
+    a = make_episodes(X, y, n_way=3, n_support=1, n_query=2, n_episodes=4, random_state=3)
+    b = make_episodes(X, y, n_way=3, n_support=1, n_query=2, n_episodes=4,
                       random_state=np.random.RandomState(3))
     for ea, eb in zip(a, b):
         for pa, pb in zip(ea, eb):
@@ -358,15 +358,15 @@ def test_make_episodes_random_state():
 def test_make_episodes_errors():
     X, y = _labelled(n_classes=4, per_class=5)
     with pytest.raises(ValueError, match="class 0 has 5 rows, but every class needs"):
-        make_episodes(X, y, n_way=2, n_shot=3, n_query=3)
+        make_episodes(X, y, n_way=2, n_support=3, n_query=3)
     with pytest.raises(ValueError, match="only 4 classes are available"):
-        make_episodes(X, y, n_way=5, n_shot=1, n_query=1)
+        make_episodes(X, y, n_way=5, n_support=1, n_query=1)
     with pytest.raises(ValueError, match="only 2 classes are available in classes"):
-        make_episodes(X, y, n_way=3, n_shot=1, n_query=1, classes=[0, 10])
+        make_episodes(X, y, n_way=3, n_support=1, n_query=1, classes=[0, 10])
     with pytest.raises(ValueError, match=r"classes \[5\] do not occur in y"):
-        make_episodes(X, y, n_way=2, n_shot=1, n_query=1, classes=[0, 5])
+        make_episodes(X, y, n_way=2, n_support=1, n_query=1, classes=[0, 5])
     with pytest.raises(ValueError, match="n_query must be at least 1"):
-        make_episodes(X, y, n_way=2, n_shot=1, n_query=0)
+        make_episodes(X, y, n_way=2, n_support=1, n_query=0)
     with pytest.raises(InvalidParameterError, match="n_way"):
         make_episodes(X, y, n_way=1)
 
@@ -375,10 +375,10 @@ def test_make_episodes_dataframe():
     pd = pytest.importorskip("pandas")
     X, y = _labelled()
     df = pd.DataFrame(X, columns=["a", "b", "c"])
-    X_s, y_s, X_q, y_q = make_episodes(df, y, n_way=2, n_shot=2, n_query=2, n_episodes=1,
+    X_s, y_s, X_q, y_q = make_episodes(df, y, n_way=2, n_support=2, n_query=2, n_episodes=1,
                                        random_state=0)[0]
     assert isinstance(X_s, pd.DataFrame) and list(X_s.columns) == ["a", "b", "c"]
-    X_f, _, _ = make_episodes(df, y, n_way=2, n_shot=2, n_query=2, n_episodes=3, flat=True,
+    X_f, _, _ = make_episodes(df, y, n_way=2, n_support=2, n_query=2, n_episodes=3, flat=True,
                               random_state=0)
     assert isinstance(X_f, pd.DataFrame) and X_f.shape == (24, 3)
 
@@ -388,12 +388,12 @@ def test_episodes_train_a_per_task_classifier_on_held_out_classes():
 
     X, y = _labelled(n_classes=10, per_class=15)
     train, test = split_classes(y, test_size=3, random_state=0)
-    episodes = make_episodes(X, y, n_way=3, n_shot=2, n_query=5, n_episodes=30, classes=train,
+    episodes = make_episodes(X, y, n_way=3, n_support=2, n_query=5, n_episodes=30, classes=train,
                              random_state=0)
     clf = _fit_quietly(MAMLClassifier(hidden_layer_sizes=(8,), n_support=2,
                                       task_labels="per_task", inner_lr=0.1, max_iter=10,
                                       random_state=0), episodes)
-    X_s, y_s, X_q, y_q = make_episodes(X, y, n_way=3, n_shot=2, n_query=5, n_episodes=1,
+    X_s, y_s, X_q, y_q = make_episodes(X, y, n_way=3, n_support=2, n_query=5, n_episodes=1,
                                        classes=test, random_state=1)[0]
     model = clf.adapt(X_s, y_s)
     np.testing.assert_array_equal(model.classes_, np.unique(y_s))

@@ -256,12 +256,12 @@ def test_adaptation_curve_classifier_on_held_out_classes(pyplot):
     y = np.repeat(np.arange(8), 12)
     X = rng.normal(size=(96, 2)) + np.c_[np.cos(y), np.sin(y)] * 2
     train, test = split_classes(y, test_size=3, random_state=0)
-    episodes = make_episodes(X, y, n_way=2, n_shot=2, n_query=4, n_episodes=20, classes=train,
+    episodes = make_episodes(X, y, n_way=2, n_support=2, n_query=4, n_episodes=20, classes=train,
                              random_state=0)
     clf = _fit(MAMLClassifier(hidden_layer_sizes=(6,), n_support=2, task_labels="per_task",
                               inner_lr=0.3, meta_batch_size=10, max_iter=10, random_state=0),
                episodes)
-    test_tasks = make_episodes(X, y, n_way=2, n_shot=3, n_query=5, n_episodes=6, classes=test,
+    test_tasks = make_episodes(X, y, n_way=2, n_support=3, n_query=5, n_episodes=6, classes=test,
                                split=False, random_state=1)
     display = AdaptationCurveDisplay.from_estimator(clf, test_tasks, n_support=3, max_steps=3,
                                                     metric="accuracy")

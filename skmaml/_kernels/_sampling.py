@@ -373,16 +373,16 @@ def classification_episode_rows(y, task_offsets, fixed_support, batch_tasks, see
                 rows_by_class[class_fill[k]] = i
                 class_fill[k] += 1
             # ... then draw each class's shots, in class order.
-            n_shots = support_sizes[t]
-            n_drawn = n_shots + n_query if n_query >= 0 else n_shots
+            n_sup = support_sizes[t]
+            n_drawn = n_sup + n_query if n_query >= 0 else n_sup
             n_s_done = 0
             n_q_done = 0
             for k in range(n_way):
                 group = rows_by_class[class_start[k]:class_start[k + 1]]
                 partial_shuffle(state, group, n_drawn)
-                support_rows[n_s_done:n_s_done + n_shots] = group[:n_shots]
-                n_s_done += n_shots
-                rest = group[n_shots:n_drawn] if n_query >= 0 else group[n_shots:]
+                support_rows[n_s_done:n_s_done + n_sup] = group[:n_sup]
+                n_s_done += n_sup
+                rest = group[n_sup:n_drawn] if n_query >= 0 else group[n_sup:]
                 query_rows[n_q_done:n_q_done + rest.shape[0]] = rest
                 n_q_done += rest.shape[0]
             # Without these shuffles the rows would come grouped by class, in class order.
