@@ -21,7 +21,12 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
     θ, differentiated through the N inner steps (exact second order) or not (``first_order=True``).
     The meta-gradient is the **mean** over the meta-batch (the paper's sum with 1/B folded into β).
 
-    The loss is the mean squared error over rows and targets (no factor 1/2, as in the paper).
+    The loss is the mean squared error over rows and targets (no factor 1/2, as in the paper). By
+    default (``normalize_y=True``) it is the loss of the **standardised** targets: ``fit`` learns
+    each target column's mean and standard deviation over all training rows and the network
+    predicts ``(y - mean) / std``, so ``inner_lr`` and ``meta_lr`` mean the same on any target
+    scale (e.g. a maths score out of 25 or a price in dollars); ``predict``, ``adapt`` and
+    ``score`` speak the original units.
 
     Parameters
     ----------
@@ -54,6 +59,12 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         K, support rows per task and visit (drawn afresh at each visit of a ``(X, y)`` task).
     n_query : int, default=None
         Query rows per task and visit; ``None`` uses all rows not in the support.
+    normalize_y : bool, default=True
+        Standardise the targets inside the estimator (see above), as ``normalize_y`` of
+        :class:`~sklearn.gaussian_process.GaussianProcessRegressor`. The mean and standard
+        deviation are those of the first fit; ``warm_start`` keeps them. ``loss_curve_`` and
+        ``best_loss_`` are in standardised units (a loss of 1 is that of predicting the mean).
+        ``False`` trains on ``y`` as given.
     max_iter : int, default=1000
         Maximum number of meta-iterations (outer updates; the paper's sinusoid run uses 70,000).
     tol : float, default=1e-4
@@ -125,7 +136,8 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
     def __init__(self, hidden_layer_sizes=(40, 40), activation="relu", *,
                  weight_init="uniform_fan_in", inner_lr=0.01, n_inner_steps=1, meta_lr=0.001,
                  meta_optimizer="adam", first_order=False,
-                 meta_batch_size=25, n_support=10, n_query=None, max_iter=1000, tol=1e-4,
+                 meta_batch_size=25, n_support=10, n_query=None, normalize_y=True,
+                 max_iter=1000, tol=1e-4,
                  n_iter_no_change=10, early_stopping=False, validation_fraction=0.1,
                  warm_start=False, random_state=None, n_jobs=None, verbose=0):
         super().__init__(
@@ -135,6 +147,12 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
             n_query=n_query, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             warm_start=warm_start, random_state=random_state, n_jobs=n_jobs, verbose=verbose)
+        self.normalize_y = normalize_y
+
+    _parameter_constraints: dict = {
+        **BaseMAML._parameter_constraints,
+        "normalize_y": ["boolean"],
+    }
 
     # The mixin's score (plain R² / accuracy on all rows) would shadow the few-shot score.
     score = BaseMAML.score
@@ -143,22 +161,40 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         return "numeric"
 
     def _as_targets(self, y, dtype):
-        Y = np.asarray(y, dtype=dtype)
-        return np.ascontiguousarray(Y.reshape(-1, 1) if Y.ndim == 1 else Y)
+        """Targets as a C-contiguous 2-D array in the kernels' units (standardised with the fitted
+        mean and scale)."""
+        Y = np.asarray(y, dtype=np.float64)
+        Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
+        return np.ascontiguousarray((Y - self._y_mean) / self._y_scale, dtype=dtype)
+
+    def _from_kernel_units(self, Y):
+        Y = Y * self._y_scale.astype(Y.dtype) + self._y_mean.astype(Y.dtype)
+        return Y[:, 0] if self._y_1d else Y
 
     def _encode_fit_targets(self, task_set):
+        Y = np.asarray(task_set.y, dtype=np.float64)
+        Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
+        keep = (self.warm_start and hasattr(self, "coefs_") and hasattr(self, "_y_mean")
+                and self._y_mean.shape[0] == Y.shape[1])
+        if not keep:
+            if self.normalize_y:
+                self._y_mean, scale = Y.mean(axis=0), Y.std(axis=0)
+                # As StandardScaler: a constant column is centred, not divided by (nearly) zero.
+                self._y_scale = np.where(scale < 10 * np.finfo(np.float64).eps, 1.0, scale)
+            else:
+                self._y_mean, self._y_scale = np.zeros(Y.shape[1]), np.ones(Y.shape[1])
         self._y_1d = task_set.y.ndim == 1
-        Y = self._as_targets(task_set.y, task_set.X.dtype)
+        Y = self._as_targets(Y, task_set.X.dtype)
         return Y, Y.shape[1]
 
     def _encode_score_targets(self, task_set):
-        Y = self._as_targets(task_set.y, task_set.X.dtype)
-        self._check_n_targets(Y)
-        return Y
+        self._check_n_targets(np.asarray(task_set.y))
+        return self._as_targets(task_set.y, task_set.X.dtype)
 
-    def _check_n_targets(self, Y):
-        if Y.shape[1] != self.n_outputs_:
-            raise ValueError(f"y has {Y.shape[1]} target columns but the model was fitted with "
+    def _check_n_targets(self, y):
+        n_targets = 1 if y.ndim == 1 else y.shape[1]
+        if n_targets != self.n_outputs_:
+            raise ValueError(f"y has {n_targets} target columns but the model was fitted with "
                              f"{self.n_outputs_}.")
 
     # R² is undefined on one row.
@@ -183,12 +219,11 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         return rows
 
     def _encode_adapt_targets(self, y):
-        Y = self._as_targets(y, self.coefs_[0].dtype)
-        self._check_n_targets(Y)
-        return Y, {}
+        self._check_n_targets(np.asarray(y))
+        return self._as_targets(y, self.coefs_[0].dtype), {}
 
     def _decode_targets(self, y_kernel):
-        return y_kernel[:, 0] if self._y_1d else y_kernel
+        return self._from_kernel_units(y_kernel)
 
     def _task_score(self, theta, layer_sizes, activation, X_query, y_query, sample_weight):
         prediction = forward(theta, layer_sizes, activation, X_query)
@@ -205,8 +240,7 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_targets)
         """
-        output = self._raw_output(X)
-        return output[:, 0] if self._y_1d else output
+        return self._from_kernel_units(self._raw_output(X))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -3,9 +3,12 @@
 import copy
 from numbers import Integral
 
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.metrics import get_scorer
 from sklearn.pipeline import Pipeline
+from sklearn.utils import check_array
 from sklearn.utils.metadata_routing import MetadataRequest
+from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseMAML
 
@@ -18,21 +21,29 @@ def _final_maml_step(estimator, X=None):
             X = estimator[:-1].transform(X)
         estimator = estimator.steps[-1][1]
     if not isinstance(estimator, BaseMAML):
+        hint = ("; only skmaml.adapt goes through a TransformedTargetRegressor. MAMLRegressor "
+                "standardises y itself (normalize_y=True), so one is needed only for another "
+                "target transform" if isinstance(estimator, TransformedTargetRegressor) else "")
         raise TypeError("expected a MAMLRegressor or MAMLClassifier, or a Pipeline ending in "
-                        f"one; got {type(estimator).__name__}.")
+                        f"one; got {type(estimator).__name__}{hint}.")
     return estimator, X
 
 
 def adapt(estimator, X, y, n_inner_steps=None):
-    """Adapt a fitted MAML estimator, or a Pipeline ending in one, to a new task.
+    """Adapt a fitted MAML estimator, or a Pipeline or TransformedTargetRegressor around one, to a
+    new task.
 
     For a Pipeline, ``X`` goes through the fitted transformers (their meta-training state is kept,
     e.g. a scaler fitted on all tasks) and the final step adapts; the result is a new Pipeline
-    sharing the transformers and holding the adapted final step. The input is unchanged.
+    sharing the transformers and holding the adapted final step. For a
+    :class:`~sklearn.compose.TransformedTargetRegressor`, ``y`` goes through its fitted
+    transformer (or ``func``) and the inner regressor adapts; the result is a new
+    TransformedTargetRegressor whose ``predict`` returns the original units. The two nest either
+    way. The input is unchanged.
 
     Parameters
     ----------
-    estimator : MAMLRegressor, MAMLClassifier or Pipeline
+    estimator : MAMLRegressor, MAMLClassifier, Pipeline or TransformedTargetRegressor
     X : array-like of shape (n_samples, n_features)
         The new task's labelled rows.
     y : array-like of shape (n_samples,) or (n_samples, n_targets)
@@ -41,16 +52,34 @@ def adapt(estimator, X, y, n_inner_steps=None):
 
     Returns
     -------
-    adapted : estimator or Pipeline
+    adapted : estimator, Pipeline or TransformedTargetRegressor
     """
     if isinstance(estimator, Pipeline):
-        final, Xt = _final_maml_step(estimator, X)
+        if len(estimator.steps) > 1:
+            X = estimator[:-1].transform(X)
         adapted = copy.copy(estimator)
         adapted.steps = list(estimator.steps[:-1]) + [
-            (estimator.steps[-1][0], final.adapt(Xt, y, n_inner_steps=n_inner_steps))]
+            (estimator.steps[-1][0], adapt(estimator.steps[-1][1], X, y, n_inner_steps))]
         return adapted
-    final, X = _final_maml_step(estimator, X)
-    return final.adapt(X, y, n_inner_steps=n_inner_steps)
+    if isinstance(estimator, TransformedTargetRegressor):
+        check_is_fitted(estimator)
+        adapted = copy.copy(estimator)
+        adapted.regressor_ = adapt(estimator.regressor_, X, _transformed_target(estimator, y),
+                                   n_inner_steps)
+        return adapted
+    if not isinstance(estimator, BaseMAML):
+        raise TypeError("expected a MAMLRegressor or MAMLClassifier, or a Pipeline or "
+                        f"TransformedTargetRegressor around one; got {type(estimator).__name__}.")
+    return estimator.adapt(X, y, n_inner_steps=n_inner_steps)
+
+
+def _transformed_target(regressor, y):
+    """``y`` as a fitted TransformedTargetRegressor's inner regressor sees it (as in its fit)."""
+    y = check_array(y, input_name="y", ensure_2d=False, dtype="numeric", allow_nd=True)
+    y_trans = regressor.transformer_.transform(y.reshape(-1, 1) if y.ndim == 1 else y)
+    if y_trans.ndim == 2 and y_trans.shape[1] == 1:
+        y_trans = y_trans.squeeze(axis=1)
+    return y_trans
 
 
 class FewShotScorer:

@@ -131,7 +131,7 @@ def test_sgd_is_exactly_theta_minus_beta_mean_meta_gradient(hidden, first_order)
     est = MAMLRegressor(hidden, activation, inner_lr=inner_lr, n_inner_steps=n_steps,
                         meta_lr=meta_lr, meta_optimizer="sgd", first_order=first_order,
                         meta_batch_size=3, n_support=5, max_iter=1, warm_start=True,
-                        random_state=0)
+                        normalize_y=False, random_state=0)
     est.coefs_, est.intercepts_ = unpack(theta0, layer_sizes)
     with pytest.warns(ConvergenceWarning):
         est.fit(tasks)
@@ -156,7 +156,7 @@ def test_sgd_first_step_from_default_initialisation(weight_init):
     params = {} if weight_init is None else {"weight_init": weight_init}
     est = MAMLRegressor(hidden, activation, inner_lr=0.05, n_inner_steps=1, meta_lr=0.1,
                         meta_optimizer="sgd", meta_batch_size=2, n_support=5, max_iter=1,
-                        random_state=3, **params)
+                        normalize_y=False, random_state=3, **params)
     with pytest.warns(ConvergenceWarning):
         est.fit(tasks)
     layer_sizes = layer_sizes_array(2, hidden, 1)
@@ -277,7 +277,7 @@ def test_warm_start_keeps_the_optimiser_state(meta_optimizer, quiet):
 def test_warm_start_from_user_set_coefs_on_fitted_estimator(quiet):
     tasks = _fixed_tasks(2)
     est = _small_regressor(meta_optimizer="sgd", meta_batch_size=2, meta_lr=0.05, max_iter=2,
-                           n_inner_steps=2).fit(tasks)
+                           n_inner_steps=2, normalize_y=False).fit(tasks)
     layer_sizes = layer_sizes_array(2, (8,), 1)
     theta_user = init_theta(layer_sizes, "tanh", np.random.RandomState(11), np.float64)
     est.coefs_, est.intercepts_ = unpack(theta_user, layer_sizes)
@@ -707,7 +707,7 @@ def test_fewshotscorer_checks_its_integers():
 
 def test_empty_hidden_layers_regressor_is_linear(quiet):
     tasks = _sinusoids()
-    est = _small_regressor(hidden_layer_sizes=()).fit(tasks)
+    est = _small_regressor(hidden_layer_sizes=(), normalize_y=False).fit(tasks)
     assert est.n_layers_ == 2
     assert len(est.coefs_) == 1 and est.coefs_[0].shape == (1, 1)
     X = tasks[0][0]
