@@ -94,9 +94,22 @@ class AdamOptimizer:
             Updated in place. Must keep the size and dtype of the moments (see :meth:`reset`).
         grad : ndarray of shape (n_params,), dtype of theta
             The mean meta-gradient.
+
+        Raises
+        ------
+        ValueError
+            If the moments do not have θ's shape and dtype.
         """
         if self.m is None:
             self.reset(theta.shape[0], theta.dtype)
+        elif not (self.m.shape == self.v.shape == theta.shape
+                  and self.m.dtype == self.v.dtype == theta.dtype):
+            # The kernel indexes m and v by θ's entries with no bounds check, so a state that does
+            # not fit θ (e.g. one edited in a saved file) is refused here rather than read past.
+            raise ValueError(
+                f"The Adam state does not fit θ: moments of shapes {self.m.shape}, {self.v.shape} "
+                f"and dtypes {self.m.dtype}, {self.v.dtype} for θ of shape {theta.shape} and dtype "
+                f"{theta.dtype}. Fit with warm_start=False to start afresh.")
         self.t += 1
         adam_update(
             theta, grad, self.m, self.v, self.t, self.learning_rate, self.beta_1, self.beta_2, self.epsilon
