@@ -7,11 +7,15 @@ episode sampling, the batch meta-gradient and the optimiser update; no per-row w
 
 import copy
 import math
+import os
+import sys
 import warnings
 from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
+import joblib
 import numpy as np
+import sklearn
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -29,6 +33,25 @@ from ._progress import Progress
 from ._tasks import tasks_from_groups, tasks_from_list
 
 _SEED_HIGH = np.iinfo(np.int64).max
+
+# A query loss this many times that of a constant guess is a run-away meta-training
+# (BaseMAML._exploded_loss).
+EXPLOSION_FACTOR = 1e8
+
+_OWN_PACKAGES = tuple(os.path.dirname(os.path.abspath(module.__file__)) + os.sep
+                      for module in (sys.modules[__package__], sklearn, joblib))
+
+
+def _user_stacklevel():
+    """The ``stacklevel`` that makes a warning point at the first caller outside skmaml,
+    scikit-learn and joblib: the user's ``fit`` line, also through a Pipeline, a search or
+    ``cross_validate`` (whose frames are scikit-learn's and joblib's), rather than a fixed
+    depth."""
+    frame, level = sys._getframe(1), 1  # the frame calling warnings.warn is level 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            _OWN_PACKAGES):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class BaseMAML(BaseEstimator, metaclass=ABCMeta):
@@ -115,6 +138,14 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     def _small_task_facts(self, task_set, y_kernel, t):
         """What limits task ``t``'s support set, for messages: e.g. "group 'a' has 4 rows"."""
 
+    def _support_unit(self):
+        """What ``n_support`` counts beyond rows of a task, for messages (" per class")."""
+        return " per class" if self._target_dtype() != "numeric" else ""
+
+    @abstractmethod
+    def _null_loss(self, y_kernel):
+        """The loss of a constant guess (zero outputs) on kernel targets ``y_kernel``."""
+
     @abstractmethod
     def _episode_sampler(self, y_kernel):
         """A function ``(X, y_kernel, offsets, fixed_support, batch, seeds, support_sizes,
@@ -192,7 +223,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 "sklearn.set_config(enable_metadata_routing=True) so that groups reach fit "
                 "(cross_validate then takes them as params={'groups': task_ids}).",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=_user_stacklevel(),
             )
         return tasks_from_groups(X, y, groups)
 
@@ -302,7 +333,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         """
         largest = self._largest_supports(task_set, y_kernel, n_query, min_query)
         random_split = task_set.fixed_support < 0
-        per_class = " per class" if self._target_dtype() != "numeric" else ""
+        per_class = self._support_unit()
         query = (f"n_query={n_query} query rows{per_class}" if n_query > 0 else
                  "at least one query row" if min_query == 1 else
                  f"at least {min_query} query rows (to score)")
@@ -311,17 +342,21 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             t = impossible[0]
             raise ValueError(
                 f"{self._small_task_facts(task_set, y_kernel, t)}: too few for one support row"
-                f"{per_class} and {query} ({impossible.size} task(s) are too small). Drop or "
-                "merge small tasks" + (", or lower n_query." if n_query > 0 else "."))
+                f"{per_class} and {query} ("
+                + ("1 task is" if impossible.size == 1 else f"{impossible.size} tasks are")
+                + " too small). Drop or merge small tasks (skmaml.datasets.small_tasks lists "
+                "them)" + (", or lower n_query." if n_query > 0 else "."))
         shrunk = np.flatnonzero(random_split & (largest < n_support))
         if shrunk.size and warn:
             t = shrunk[0]
             warnings.warn(
                 f"n_support={n_support}{per_class} is more than {shrunk.size} of "
-                f"{task_set.n_tasks} task(s) can give while keeping {query}; each of them uses "
+                f"{task_set.n_tasks} task{'s' if task_set.n_tasks != 1 else ''} can give while "
+                f"keeping {query}; {'it uses' if shrunk.size == 1 else 'each of them uses'} "
                 f"the largest support set it can ({self._small_task_facts(task_set, y_kernel, t)}"
-                f", so it uses {largest[t]}). Lower n_support, or drop or merge small tasks, to "
-                "silence this warning.", UserWarning, stacklevel=4)
+                f", so it uses {largest[t]}). Lower n_support, or drop or merge small tasks "
+                "(skmaml.datasets.small_tasks lists them), to silence this warning.", UserWarning,
+                stacklevel=_user_stacklevel())
         return np.where(random_split, np.minimum(largest, n_support), n_support).astype(np.int64)
 
     def _meta_train(self, task_set, hidden, n_outputs, n_query, valid=None):
@@ -340,7 +375,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         if batch_size > train.n_tasks:
             warnings.warn(f"meta_batch_size={batch_size} is larger than the number of training "
                           f"tasks ({train.n_tasks}); using {train.n_tasks}.", UserWarning,
-                          stacklevel=4)
+                          stacklevel=_user_stacklevel())
             batch_size = train.n_tasks
         meta_gradient = MetaGradient(layer_sizes, activation, self.inner_lr, self.n_inner_steps,
                                      self.first_order, self.n_jobs)
@@ -350,7 +385,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         epoch_losses = []
         progress = Progress(self.max_iter, self.verbose)
         n_done = 0
-        converged = False
+        self.stop_reason_ = "max_iter"
         with meta_gradient:  # owns the thread pool; BLAS single-threaded inside
             try:
                 for batch, batch_seeds, end_of_epoch in _meta_batches(train.n_tasks, batch_size,
@@ -362,14 +397,16 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                     n_done += 1
                     progress.tick(n_done, loss, self.validation_scores_)
                     if end_of_epoch:  # a pass over the training tasks is complete
-                        if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes,
-                                              activation):
+                        is_best, stop = self._end_of_epoch(epoch_losses, theta, valid,
+                                                           layer_sizes, activation)
+                        if is_best:
                             best_theta = theta.copy()
                         epoch_losses = []
-                        if self._no_improvement_count > self.n_iter_no_change:
-                            converged = True
+                        if stop:
+                            self.stop_reason_ = stop
                             break
             except KeyboardInterrupt:
+                self.stop_reason_ = "interrupted"
                 warnings.warn("Meta-training interrupted by user.")
             if valid is None:
                 # The last update was never evaluated: a finite but overflowing theta (e.g. from
@@ -377,18 +414,35 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 step.check_last_update()
         if epoch_losses and valid is not None:
             # The final, partial pass: its theta may still be the best one.
-            if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes, activation):
+            if self._end_of_epoch(epoch_losses, theta, valid, layer_sizes, activation)[0]:
                 best_theta = theta.copy()
         progress.close(n_done, self.loss_curve_[-1] if self.loss_curve_ else float("nan"),
                        self._last_validation_score())
+        if self.verbose:
+            print(f"Stopped after {n_done} meta-iterations: {self._stop_sentence()}.",
+                  flush=True)
         if valid is not None:
             theta = best_theta
             self.best_loss_ = None
-        if not converged and n_done == self.max_iter:
+        if self.stop_reason_ == "max_iter":
             warnings.warn(
                 f"Maximum meta-iterations ({self.max_iter}) reached and the meta-optimisation "
-                "hasn't converged yet.", ConvergenceWarning, stacklevel=4)
+                "hasn't converged yet.", ConvergenceWarning, stacklevel=_user_stacklevel())
         self._set_theta(theta, layer_sizes)
+
+    def _stop_sentence(self):
+        """Why the last fit stopped, in words (``verbose``)."""
+        n = self.n_iter_no_change
+        return {
+            "max_iter": f"max_iter={self.max_iter} reached",
+            "loss_plateau": (f"the mean query loss of the last {n} passes over the tasks was not "
+                             f"lower than that of the {n} passes before by tol={self.tol}"),
+            "validation_plateau": (f"the validation score did not improve by tol={self.tol} in "
+                                   f"{n} passes over the tasks; the best θ (score "
+                                   f"{self.best_validation_score_:.6g}) is kept"
+                                   if self.early_stopping else ""),
+            "interrupted": "interrupted by the user (KeyboardInterrupt)",
+        }[self.stop_reason_]
 
     def _initialize(self, layer_sizes, dtype, rng):
         """θ and the meta-optimiser, fresh or restored (``warm_start``), and the fitted history
@@ -419,6 +473,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         if self.best_loss_ is None:
             self.best_loss_ = np.inf
         self._no_improvement_count = 0
+        self._pass_losses = []
         return theta
 
     def _training_and_validation_tasks(self, task_set, valid, rng):
@@ -452,51 +507,91 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         order = rng.permutation(task_set.n_tasks)
         return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
-    def _query_losses_finite(self, theta, layer_sizes, activation, episodes):
-        """Whether every task of a batch has a finite query loss after adapting from ``theta``
-        (adaptation and the loss only: no meta-gradient, no second-order sweep)."""
+    def _mean_query_loss(self, theta, layer_sizes, activation, episodes, n_inner_steps=None):
+        """The mean query loss of a batch's tasks after adapting from ``theta`` with
+        ``n_inner_steps`` (default the estimator's) steps: adaptation and the loss only, no
+        meta-gradient, no second-order sweep."""
+        if n_inner_steps is None:
+            n_inner_steps = self.n_inner_steps
         Xs, ys, s_off, Xq, yq, q_off = episodes
         gradient = np.empty_like(theta)
+        losses = []
         for t in range(s_off.shape[0] - 1):
             adapted = inner_adapt(theta, layer_sizes, activation, Xs[s_off[t]:s_off[t + 1]],
                                   ys[s_off[t]:s_off[t + 1]], float(self.inner_lr),
-                                  int(self.n_inner_steps))
-            loss = loss_grad(adapted, layer_sizes, activation, Xq[q_off[t]:q_off[t + 1]],
-                             yq[q_off[t]:q_off[t + 1]], gradient)
-            if not math.isfinite(loss):
-                return False
-        return True
+                                  int(n_inner_steps))
+            losses.append(loss_grad(adapted, layer_sizes, activation, Xq[q_off[t]:q_off[t + 1]],
+                                    yq[q_off[t]:q_off[t + 1]], gradient))
+        return float(np.mean(losses))
 
-    def _diverged(self, last_finite_theta, layer_sizes):
-        """Keep the last parameters whose query loss was finite and stop with a clear error."""
-        self._set_theta(last_finite_theta, layer_sizes)
+    def _exploded_loss(self, y_kernel, unadapted_loss):
+        """A query loss above which meta-training has run away although numbers are finite:
+        ``EXPLOSION_FACTOR`` times the largest of the loss of a constant guess
+        (:meth:`_null_loss`), the first batch's query loss *without* adaptation (the θ training
+        starts from), and 1.
+
+        No model that training should return is a hundred million times worse than predicting zero (or
+        uniform class probabilities) and than where it started; a run whose inner steps
+        overshoot is, within a few meta-iterations (e.g. 1e10 at the first one, then 1e175,
+        while every number stays finite). The unadapted loss keeps a start far from the data
+        (e.g. unscaled X, as in scikit-learn's common checks) from counting as a run-away.
+        """
+        reference = max(self._null_loss(y_kernel), 1.0)
+        if math.isfinite(unadapted_loss):
+            reference = max(reference, unadapted_loss)
+        return EXPLOSION_FACTOR * reference
+
+    def _diverged(self, last_good_theta, layer_sizes, loss, limit):
+        """Keep the last parameters whose query loss was finite and not exploded, and stop with a
+        clear error."""
+        self._set_theta(last_good_theta, layer_sizes)
+        self.stop_reason_ = "diverged"
+        what = ("the query loss after adaptation, its gradient or the updated parameters are not "
+                "finite" if not math.isfinite(loss) or loss <= limit else
+                f"the mean query loss after adaptation is {loss:.3g}, more than "
+                f"{EXPLOSION_FACTOR:.0e} times that of a constant prediction and of the starting "
+                f"θ without adaptation (limit {limit:.3g})")
+        kept = ("The initial parameters are kept in coefs_/intercepts_" if self.n_iter_ == 0 else
+                "The last parameters whose query loss was finite and below the limit (those "
+                f"meta-iteration {self.n_iter_} started from) are kept in coefs_/intercepts_")
         raise ValueError(
-            f"Meta-training diverged at meta-iteration {self.n_iter_ + 1}: the query loss after "
-            "adaptation, its gradient or the updated parameters are not finite. The last "
-            "parameters with a finite query loss are kept in coefs_/intercepts_. Lower inner_lr "
-            f"(now {self.inner_lr}) or meta_lr (now {self.meta_lr}), or standardise X and y "
-            "(e.g. a StandardScaler in a Pipeline).")
+            f"Meta-training diverged at meta-iteration {self.n_iter_ + 1}: {what}. {kept}. "
+            "Lower inner_lr "
+            f"(now {self.inner_lr}), n_inner_steps (now {self.n_inner_steps}) or meta_lr (now "
+            f"{self.meta_lr}), or standardise X (e.g. a StandardScaler in a Pipeline).")
 
     def _end_of_epoch(self, epoch_losses, theta, valid, layer_sizes, activation):
-        """Convergence bookkeeping once per pass over the tasks; True if theta is the new best."""
+        """Convergence bookkeeping once per pass over the tasks: ``(is_best, stop)``, whether θ
+        is the best so far on the validation tasks and the ``stop_reason_`` to stop for (or None).
+
+        Without validation tasks, the mean query loss of the last ``n_iter_no_change`` passes is
+        compared with that of the ``n_iter_no_change`` passes before them. A pass's loss is
+        noisy (fresh support/query draws, and few tasks per pass on few-task data), so comparing
+        it with the best pass so far, the lowest of many noisy values, would stop training by
+        chance while it still improves; two adjacent windows of equal length have no such bias.
+        With validation tasks (deterministic scores), as ``MLPRegressor``: stop after
+        ``n_iter_no_change`` passes without a score ``tol`` above the best.
+        """
         epoch_loss = float(np.mean(epoch_losses))
         if valid is None:
-            if epoch_loss > self.best_loss_ - self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
             self.best_loss_ = min(self.best_loss_, epoch_loss)
-            return False
+            passes, n = self._pass_losses, self.n_iter_no_change
+            passes.append(epoch_loss)
+            if len(passes) >= 2 * n and (np.mean(passes[-n:]) >
+                                         np.mean(passes[-2 * n:-n]) - self.tol):
+                return False, "loss_plateau"
+            return False, None
         score = self._few_shot_score_theta(theta, layer_sizes, activation, valid, 0, None)
         self.validation_scores_.append(score)
         if score < self.best_validation_score_ + self.tol:
             self._no_improvement_count += 1
         else:
             self._no_improvement_count = 0
+        stop = "validation_plateau" if self._no_improvement_count > self.n_iter_no_change else None
         if score > self.best_validation_score_:
             self.best_validation_score_ = score
-            return True
-        return False
+            return True, stop
+        return False, stop
 
     def _last_validation_score(self):
         return self.validation_scores_[-1] if self.validation_scores_ else None
@@ -513,6 +608,10 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         dtype = self.coefs_[0].dtype
         layer_sizes = np.array([self.coefs_[0].shape[0]] + [W.shape[1] for W in self.coefs_],
                                dtype=np.int64)
+        # The kernels index θ by these sizes with no bounds check: parameters that do not chain
+        # (set by hand, or edited in a saved file) are refused here rather than read past.
+        check_shapes(self.coefs_, self.intercepts_, layer_sizes,
+                     remedy="They were changed after fitting: refit the model.")
         return pack(self.coefs_, self.intercepts_, dtype), layer_sizes
 
     def _raw_output(self, X):
@@ -592,17 +691,28 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         return task_set
 
     def _few_shot_score_theta(self, theta, layer_sizes, activation, task_set, random_state,
-                              sample_weight, n_inner_steps=None, scorer=None):
+                              sample_weight, n_inner_steps=None, scorer=None, n_repeats=1):
         """Mean over tasks of the metric on query rows after adapting on
-        ``task_set.support_sizes[t]`` rows (per class for a classifier) of each task ``t``.
+        ``task_set.support_sizes[t]`` rows (per class for a classifier) of each task ``t``; with
+        ``n_repeats``, the mean over that many draws of every task's support set.
 
         Episodes come from the same compiled sampler as training, seeded by ``random_state``, so a
         fixed seed gives the same support rows for every candidate of a search.
         """
+        rng = check_random_state(random_state)
+        scores = []
+        for _ in range(n_repeats):
+            scores.extend(self._few_shot_task_scores(theta, layer_sizes, activation, task_set,
+                                                     rng, sample_weight, n_inner_steps, scorer))
+        return float(np.mean(scores))
+
+    def _few_shot_task_scores(self, theta, layer_sizes, activation, task_set, rng,
+                              sample_weight, n_inner_steps, scorer):
+        """Each task's score for one draw of the support sets (from ``rng``)."""
         if n_inner_steps is None:
             n_inner_steps = self.n_inner_steps
         X = task_set.X
-        s_rows, ys, s_off, q_rows, yq, q_off = self._few_shot_episodes(task_set, random_state)
+        s_rows, ys, s_off, q_rows, yq, q_off = self._few_shot_episodes(task_set, rng)
         scores = []
         for t in range(task_set.n_tasks):
             support, query = s_rows[s_off[t]:s_off[t + 1]], q_rows[q_off[t]:q_off[t + 1]]
@@ -617,7 +727,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             adapted = inner_adapt(theta, layer_sizes, activation, Xs_t, ys_t,
                                   float(self.inner_lr), int(n_inner_steps))
             scores.append(self._task_score(adapted, layer_sizes, activation, Xq_t, yq_t, w_t))
-        return float(np.mean(scores))
+        return scores
 
     def _few_shot_episodes(self, task_set, random_state):
         """The support and query rows (indices into ``task_set``) and kernel targets of every task,
@@ -631,7 +741,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             ALL_OTHER_ROWS)
 
     def _few_shot_score(self, X, y, groups, sample_weight, *, n_support, n_inner_steps=None,
-                        random_state=0, scorer=None):
+                        random_state=0, scorer=None, n_repeats=1):
         """Validate, then :meth:`_few_shot_score_theta` (shared by ``score`` and FewShotScorer)."""
         min_query = self._min_query_rows_to_score if scorer is None else 1
         task_set = self._score_tasks(X, y, groups, n_support, min_query)
@@ -644,7 +754,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         theta, layer_sizes = self._theta()
         return self._few_shot_score_theta(theta, layer_sizes, ACTIVATION_CODES[self.activation],
                                           task_set, random_state, sample_weight, n_inner_steps,
-                                          scorer)
+                                          scorer, n_repeats)
 
     def score(self, X, y, groups=None, sample_weight=None):
         """Few-shot score: per task, adapt on ``n_support`` rows and score the rest; mean over tasks.
@@ -706,29 +816,39 @@ class _MetaStep:
         self.grad = np.empty_like(theta)
         self.task_losses = np.empty(batch_size, dtype=theta.dtype)
         self.layer_sizes = layer_sizes
+        self.loss_limit = None  # set from the first batch
         self.episodes = None
 
     def __call__(self, batch, batch_seeds):
         train = self.train
         self.episodes = self.sample(train.X, train.targets, train.offsets, train.fixed_support,
                                     batch, batch_seeds, train.support_sizes, self.n_query)
+        if self.loss_limit is None:
+            unadapted = self.estimator._mean_query_loss(
+                self.theta, self.layer_sizes, ACTIVATION_CODES[self.estimator.activation],
+                self.episodes, n_inner_steps=0)
+            self.loss_limit = self.estimator._exploded_loss(train.targets, unadapted)
         loss = self.meta_gradient(self.theta, *self.episodes, self.grad,
                                   self.task_losses[:batch.shape[0]])
-        if not (math.isfinite(loss) and all_finite(self.grad)):
-            self.estimator._diverged(self.theta_prev, self.layer_sizes)
+        # ``loss <= limit`` is False for NaN too.
+        if not (loss <= self.loss_limit and all_finite(self.grad)):
+            self.estimator._diverged(self.theta_prev, self.layer_sizes, loss, self.loss_limit)
         np.copyto(self.theta_prev, self.theta)
         self.optimizer.update(self.theta, self.grad)
         if not all_finite(self.theta):
-            self.estimator._diverged(self.theta_prev, self.layer_sizes)
+            self.estimator._diverged(self.theta_prev, self.layer_sizes, math.nan, self.loss_limit)
         return loss
 
     def check_last_update(self):
-        """Raise the divergence error if θ after the last step gives a non-finite query loss on
-        the last batch (nothing else evaluates the last update)."""
-        if self.episodes is not None and not self.estimator._query_losses_finite(
-                self.theta, self.layer_sizes, ACTIVATION_CODES[self.estimator.activation],
-                self.episodes):
-            self.estimator._diverged(self.theta_prev, self.layer_sizes)
+        """Raise the divergence error if θ after the last step gives a non-finite or exploded
+        query loss on the last batch (nothing else evaluates the last update)."""
+        if self.episodes is None:
+            return
+        loss = self.estimator._mean_query_loss(
+            self.theta, self.layer_sizes, ACTIVATION_CODES[self.estimator.activation],
+            self.episodes)
+        if not loss <= self.loss_limit:
+            self.estimator._diverged(self.theta_prev, self.layer_sizes, loss, self.loss_limit)
 
 
 def _meta_batches(n_tasks, batch_size, n_iterations, rng):

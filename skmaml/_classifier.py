@@ -1,5 +1,6 @@
 """MAMLClassifier: MAML with softmax cross-entropy, in two label regimes."""
 
+import math
 import warnings
 
 import numpy as np
@@ -12,7 +13,9 @@ from ._base import BaseMAML
 from ._kernels._mlp import forward
 from ._kernels._sampling import (
     classification_episode_rows,
+    regression_episode_rows,
     sample_classification_episodes,
+    sample_unstratified_classification_episodes,
     task_class_summary,
 )
 
@@ -21,8 +24,9 @@ class MAMLClassifier(ClassifierMixin, BaseMAML):
     """Model-Agnostic Meta-Learning (MAML) for classification with a multilayer perceptron.
 
     The algorithm and most parameters are those of :class:`MAMLRegressor`; the loss is softmax
-    cross-entropy, and ``n_support`` counts support rows **per class** (support sets are
-    stratified).
+    cross-entropy. ``n_support`` (K) counts support rows **per class** by default (support sets are
+    stratified: N-way K-shot episodes), or rows of the task with ``support_per="task"`` ("5
+    labelled rows per site", whatever their class).
 
     Two label regimes, chosen by ``task_labels``:
 
@@ -44,9 +48,31 @@ meta_optimizer, first_order, meta_batch_size, max_iter, tol, n_iter_no_change, e
 validation_fraction, warm_start, random_state, n_jobs, verbose
         As in :class:`MAMLRegressor` (α = ``inner_lr``, β = ``meta_lr``, N = ``n_inner_steps``).
     n_support : int, default=5
-        K, support rows **per class** of each task and visit.
+        K, support rows of each task and visit: **per class** (``support_per="class"``) or in
+        all (``support_per="task"``).
     n_query : int, default=None
-        Query rows per class; ``None`` uses all rows not in the support.
+        Query rows per class (``support_per="class"``) or per task (``"task"``); ``None`` uses
+        all rows not in the support.
+    support_per : {"class", "task"}, default="class"
+        What ``n_support`` and ``n_query`` count, in meta-training, ``score``, early stopping and
+        :class:`FewShotScorer` alike.
+
+        ``"class"``
+            Rows of each class present in the task, drawn class by class (stratified), the
+            few-shot convention. A task gives at most as many shots as its smallest class allows
+            (a task with 30 rows of one class and 1 of the other gives 1 shot per class).
+        ``"task"``
+            Rows of the task, drawn uniformly whatever their class (as :class:`MAMLRegressor`
+            draws them): a support set may miss a rare class, whose query rows are still scored,
+            and only the task's number of rows limits it. Needs ``task_labels="shared"``: with
+            ``"per_task"`` a task's outputs are assigned to the classes of its support rows
+            (:meth:`adapt` needs rows of all ``n_way`` classes), so a support set missing a class
+            would have no meaning; the combination is an error in ``fit`` and ``score``.
+
+        Either way, a task too small for ``n_support`` uses the largest support set it can, with
+        a warning (:func:`skmaml.datasets.small_tasks` lists such tasks beforehand); tasks given
+        as ``(X_support, y_support, X_query, y_query)`` keep their split, and :meth:`adapt`
+        adapts on all the rows it is given.
     task_labels : {"shared", "per_task"}, default="shared"
         The label regime (see above). With ``"per_task"``, ``early_stopping`` holds out
         **classes**: validation tasks are the tasks made only of ``validation_fraction`` of the
@@ -59,7 +85,7 @@ validation_fraction, warm_start, random_state, n_jobs, verbose
     classes_ : ndarray of shape (n_classes,)
         ``"shared"``: the class labels. ``"per_task"``: ``arange(n_way)`` for the meta-learned
         model, and the task's own labels on a model returned by :meth:`adapt`.
-    coefs_, intercepts_, n_iter_, loss_curve_, best_loss_, validation_scores_, \
+    coefs_, intercepts_, n_iter_, stop_reason_, loss_curve_, best_loss_, validation_scores_, \
 best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         As in :class:`MAMLRegressor` (scores are few-shot accuracy).
 
@@ -83,16 +109,17 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
 
     _parameter_constraints: dict = {
         **BaseMAML._parameter_constraints,
+        "support_per": [StrOptions({"class", "task"})],
         "task_labels": [StrOptions({"shared", "per_task"})],
     }
 
     def __init__(self, hidden_layer_sizes=(40, 40), activation="relu", *,
                  weight_init="uniform_fan_in", inner_lr=0.01, n_inner_steps=1, meta_lr=0.001,
                  meta_optimizer="adam", first_order=False,
-                 meta_batch_size=25, n_support=5, n_query=None, task_labels="shared",
-                 max_iter=1000, tol=1e-4, n_iter_no_change=10, early_stopping=False,
-                 validation_fraction=0.1, warm_start=False, random_state=None, n_jobs=None,
-                 verbose=0):
+                 meta_batch_size=25, n_support=5, n_query=None, support_per="class",
+                 task_labels="shared", max_iter=1000, tol=1e-4, n_iter_no_change=10,
+                 early_stopping=False, validation_fraction=0.1, warm_start=False,
+                 random_state=None, n_jobs=None, verbose=0):
         super().__init__(
             hidden_layer_sizes, activation, weight_init=weight_init, inner_lr=inner_lr,
             n_inner_steps=n_inner_steps, meta_lr=meta_lr, meta_optimizer=meta_optimizer,
@@ -100,6 +127,7 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
             n_query=n_query, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             warm_start=warm_start, random_state=random_state, n_jobs=n_jobs, verbose=verbose)
+        self.support_per = support_per
         self.task_labels = task_labels
 
     # The mixin's score (plain R² / accuracy on all rows) would shadow the few-shot score.
@@ -124,7 +152,21 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         """Number of classes of each task, and rows of its smallest class (O(rows) memory)."""
         return task_class_summary(codes, task_set.offsets, n_labels)
 
+    def _check_support_per(self):
+        if self.support_per == "task" and self.task_labels == "per_task":
+            raise ValueError(
+                "support_per='task' draws a support set from a task's rows whatever their class, "
+                "so it may miss one of the task's classes; with task_labels='per_task' a task's "
+                "outputs are assigned to the classes of its support rows, so every support set "
+                "needs rows of every class. Use support_per='class' (n_support rows of each "
+                "class) with task_labels='per_task'.")
+
+    def _support_unit(self):
+        # What n_support counts, in the messages about small tasks.
+        return " per class" if self.support_per == "class" else ""
+
     def _encode_fit_targets(self, task_set):
+        self._check_support_per()
         labels, codes = np.unique(self._labels_1d(task_set.y), return_inverse=True)
         codes = codes.astype(np.int64)
         if self.task_labels == "shared":
@@ -165,9 +207,11 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
             t = wrong[0]
             raise ValueError(
                 f"With task_labels='per_task' every task must have the same number of classes "
-                f"(N-way): {task_set.names[t]} has {n_way[t]} classes, expected {expected}.")
+                f"(N-way): {task_set.names[t]} has {_counted(n_way[t], 'class')}, expected "
+                f"{expected}.")
 
     def _encode_score_targets(self, task_set):
+        self._check_support_per()
         y = self._labels_1d(task_set.y)
         if self.task_labels == "shared":
             return self._shared_codes(y)
@@ -188,25 +232,12 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         return np.searchsorted(self.classes_, y).astype(np.int64)
 
     def _largest_supports(self, task_set, y_kernel, n_query, min_query):
-        n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
-        # Per-task summaries, not a tasks x classes table: the "per_task" regime may span
-        # thousands of classes and tasks.
-        n_way, smallest = self._n_way_of_tasks(task_set, y_kernel, n_labels)
-        shots = smallest - max(n_query, 0)
-        if n_query < 0:
-            # All of a task's rows outside the support are its query: keep at least one.
-            shots = np.where(task_set.sizes() - n_way * shots >= min_query, shots, shots - 1)
-        return shots
+        return _largest_supports(task_set, y_kernel, n_query, min_query, self.support_per)
 
     def _small_task_facts(self, task_set, y_kernel, t):
-        rows = y_kernel[task_set.offsets[t]:task_set.offsets[t + 1]]
-        counts = np.bincount(rows)
-        c = np.flatnonzero(counts == counts[counts > 0].min())[0]
         # The codes index classes_ ("shared") or the sorted labels of the data ("per_task").
         labels = self.classes_ if self.task_labels == "shared" else np.unique(task_set.y)
-        n = counts[c]
-        return (f"{task_set.names[t]} has {n} row{'s' if n != 1 else ''} of class "
-                f"{labels[c].tolist()!r}, its smallest, and {rows.shape[0]} in all")
+        return _small_task_facts(task_set, y_kernel, labels, t, self.support_per)
 
     def _split_validation_tasks(self, task_set, y_kernel, rng):
         """``"per_task"``: hold out classes, not tasks. Validation on tasks that share classes
@@ -243,12 +274,15 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         if n_mixed:
             warnings.warn(
                 f"early_stopping holds out classes {labels[held].tolist()}: "
-                f"{valid_idx.size} task(s) made only of them validate, {train_idx.size} without "
-                f"them train, and {n_mixed} that mix both are not used. To train on every task, "
+                f"{_counted(valid_idx.size, 'task')} made only of them validate, "
+                f"{train_idx.size} without them train, and {n_mixed} that mix both "
+                f"{'is' if n_mixed == 1 else 'are'} not used. To train on every task, "
                 "pass validation tasks of other classes as X_val.", UserWarning, stacklevel=5)
         return train_idx, valid_idx
 
     def _episode_sampler(self, y_kernel):
+        if self.support_per == "task":
+            return sample_unstratified_classification_episodes
         n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
         relabel = self.task_labels == "per_task"
 
@@ -259,6 +293,14 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         return sample
 
     def _episode_rows(self, y_kernel):
+        if self.support_per == "task":
+            def rows(offsets, fixed_support, batch, seeds, support_sizes, n_query):
+                # The draws of sample_unstratified_classification_episodes.
+                s_rows, s_off, q_rows, q_off = regression_episode_rows(
+                    offsets, fixed_support, batch, seeds, support_sizes, n_query)
+                return s_rows, y_kernel[s_rows], s_off, q_rows, y_kernel[q_rows], q_off
+
+            return rows
         n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
         relabel = self.task_labels == "per_task"
 
@@ -275,7 +317,7 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         labels, codes = np.unique(y, return_inverse=True)
         if labels.shape[0] != self.n_outputs_:
             raise ValueError(
-                f"adapt got {labels.shape[0]} classes but the model was meta-trained on "
+                f"adapt got {_counted(labels.shape[0], 'class')} but the model was meta-trained on "
                 f"{self.n_outputs_}-way tasks (task_labels='per_task'): give rows of exactly "
                 f"{self.n_outputs_} classes.")
         return codes.astype(np.int64), {"classes_": labels}
@@ -284,6 +326,10 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         # per_task: kernel targets are the episode's outputs 0..n_way-1, which adapt() accepts as
         # the task's labels (so the adapted model speaks the same outputs).
         return self.classes_[y_kernel] if self.task_labels == "shared" else y_kernel
+
+    def _null_loss(self, y_kernel):
+        # Cross-entropy of uniform class probabilities.
+        return math.log(self.n_outputs_)
 
     def _task_score(self, theta, layer_sizes, activation, X_query, y_query, sample_weight):
         logits = forward(theta, layer_sizes, activation, X_query)
@@ -323,3 +369,52 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         # The forward pass first: it checks the model is fitted before classes_ is read.
         codes = self._raw_output(X).argmax(axis=1)
         return self.classes_[codes]
+
+
+def _counted(n, noun):
+    """``n`` and ``noun``, in the plural unless ``n`` is 1: "1 row", "2 rows", "3 classes"."""
+    n = int(n)
+    return f"{n} {noun if n == 1 else noun + ('es' if noun.endswith('s') else 's')}"
+
+
+def _largest_supports(task_set, codes, n_query, min_query, support_per):
+    """Per task, the largest ``n_support`` (in the unit of ``support_per``) it can give while
+    keeping its query rows (``n_query``, or at least ``min_query`` for ``ALL_OTHER_ROWS``); < 1
+    where it cannot give one. The one statement of the rule: :class:`MAMLClassifier` applies it
+    and :func:`skmaml.datasets.small_tasks` reports it.
+
+    ``codes`` are the class codes of the rows (any encoding whose codes are ``0 .. n - 1``);
+    unused with ``support_per="task"``.
+    """
+    if support_per == "task":
+        # As MAMLRegressor: support and query rows are drawn from the task's rows, whatever
+        # their class.
+        return task_set.sizes() - (n_query if n_query > 0 else min_query)
+    n_labels = int(codes.max()) + 1 if codes.size else 0
+    # Per-task summaries, not a tasks x classes table: the "per_task" regime may span
+    # thousands of classes and tasks.
+    n_way, smallest = task_class_summary(codes, task_set.offsets, n_labels)
+    shots = smallest - max(n_query, 0)
+    if n_query < 0:
+        # All of a task's rows outside the support are its query: keep at least one.
+        shots = np.where(task_set.sizes() - n_way * shots >= min_query, shots, shots - 1)
+    return shots
+
+
+def _small_task_facts(task_set, codes, labels, t, support_per):
+    """What limits task ``t``'s support set, for messages: "group 'a' has 4 rows" (``"task"``),
+    "group 'a' has 1 row of class 'x', its smallest, and 30 in all" (``"class"``; ``codes``
+    index ``labels``)."""
+    start, end = task_set.offsets[t], task_set.offsets[t + 1]
+    if support_per == "task":
+        return f"{task_set.names[t]} has {_counted(end - start, 'row')}"
+    counts = np.bincount(codes[start:end])
+    c = np.flatnonzero(counts == counts[counts > 0].min())[0]
+    return (f"{task_set.names[t]} has {_counted(counts[c], 'row')} of class "
+            f"{_python_value(labels[c])!r}, its smallest, and {end - start} in all")
+
+
+def _python_value(label):
+    """A label as Python shows it (1, 'dog'), from a NumPy scalar or the object of an object
+    array (a pandas column of strings)."""
+    return label.item() if isinstance(label, np.generic) else label

@@ -66,7 +66,7 @@ def init_theta(layer_sizes, activation, random_state, dtype, weight_init=WEIGHT_
     return theta
 
 
-def check_shapes(coefs, intercepts, layer_sizes):
+def check_shapes(coefs, intercepts, layer_sizes, remedy="Set warm_start=False to start afresh."):
     """Raise a clear error when ``coefs_``/``intercepts_`` do not fit the layer sizes."""
     expected = [(int(a), int(b)) for a, b in zip(layer_sizes[:-1], layer_sizes[1:])]
     got = [np.shape(W) for W in coefs]
@@ -75,5 +75,4 @@ def check_shapes(coefs, intercepts, layer_sizes):
         raise ValueError(
             "coefs_/intercepts_ do not match the network: expected weight shapes "
             f"{expected} and bias lengths {[b for _, b in expected]}, got {got} and {got_b}. "
-            "Set warm_start=False to start afresh."
-        )
+            + remedy)

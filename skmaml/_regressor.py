@@ -68,10 +68,18 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
     max_iter : int, default=1000
         Maximum number of meta-iterations (outer updates; the paper's sinusoid run uses 70,000).
     tol : float, default=1e-4
-        Improvement needed, once per pass over the tasks, in the mean query loss (or the
-        validation score with ``early_stopping``) to count as progress.
+        Improvement needed to count as progress: of the mean query loss of the last
+        ``n_iter_no_change`` passes over the tasks over that of the ``n_iter_no_change`` passes
+        before them, or of the validation score over its best with ``early_stopping``.
     n_iter_no_change : int, default=10
-        Passes over the tasks without progress before stopping.
+        Counted in **passes over the tasks** (``max_iter`` counts meta-iterations; a pass is
+        ``ceil(n_tasks / meta_batch_size)`` of them). Without ``early_stopping``, training stops
+        when the mean query loss of the last ``n_iter_no_change`` passes is not ``tol`` lower
+        than that of the ``n_iter_no_change`` passes before (so not before
+        ``2 * n_iter_no_change`` passes). A pass's loss is noisy, all the more with few tasks;
+        comparing it with the best pass so far would stop training by chance while the loss
+        still falls. With ``early_stopping``: passes without a validation score ``tol`` above the
+        best. ``stop_reason_`` says which rule stopped a fit.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the **tasks** (or use the validation tasks given to
         ``fit`` as ``X_val``), score them few-shot after each pass over the training tasks, stop
@@ -102,6 +110,13 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         Meta-learned bias vectors.
     n_iter_ : int
         Meta-iterations run.
+    stop_reason_ : str
+        Why the last fit stopped: ``"max_iter"``, ``"loss_plateau"`` (the rule of
+        ``n_iter_no_change``), ``"validation_plateau"`` (``early_stopping``), ``"interrupted"``
+        (KeyboardInterrupt) or ``"diverged"`` (the divergence error was raised: a query loss,
+        gradient or update not finite, or a query loss after adaptation more than 1e8 times
+        that of a constant prediction and of the starting θ, a run-away while numbers stay
+        finite). With ``verbose``, the reason is printed in words.
     loss_curve_ : list of float
         Mean query loss after adaptation at each meta-iteration.
     best_loss_ : float or None
@@ -224,6 +239,9 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
 
     def _decode_targets(self, y_kernel):
         return self._from_kernel_units(y_kernel)
+
+    def _null_loss(self, y_kernel):
+        return float(np.mean(np.square(y_kernel, dtype=np.float64)))
 
     def _task_score(self, theta, layer_sizes, activation, X_query, y_query, sample_weight):
         prediction = forward(theta, layer_sizes, activation, X_query)

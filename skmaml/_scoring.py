@@ -1,6 +1,7 @@
 """Few-shot evaluation for model selection, and adaptation through a Pipeline."""
 
 import copy
+import inspect
 from numbers import Integral
 
 from sklearn.compose import TransformedTargetRegressor
@@ -85,9 +86,10 @@ def _transformed_target(regressor, y):
 class FewShotScorer:
     """A fixed few-shot evaluation protocol, usable as ``scoring=`` in searches.
 
-    For each task of the scored data: draw ``n_support`` support rows (per class for a classifier)
-    with a seed fixed by ``random_state``, adapt the meta-learned model on them, score the task's
-    other rows, and average over tasks. Unlike ``estimator.score``, the protocol does not depend on
+    For each task of the scored data: draw ``n_support`` support rows (per class for a classifier
+    with ``support_per="class"``) with a seed fixed by ``random_state``, adapt the meta-learned
+    model on them, score the task's other rows, and average over tasks (and over ``n_repeats``
+    draws). Unlike ``estimator.score``, the protocol does not depend on
     the candidate's own ``n_support``/``n_inner_steps``, so a search that tunes them compares every
     candidate on the same footing.
 
@@ -97,35 +99,50 @@ class FewShotScorer:
         ``None``: the estimator's own metric (R² or accuracy). A string names an sklearn scorer
         (e.g. ``"neg_mean_squared_error"``); a callable is a scorer ``(estimator, X, y)``, e.g. from
         :func:`sklearn.metrics.make_scorer`. The adapted model of each task is what gets scored.
+        A metric that takes ``labels`` (e.g. ``"neg_log_loss"``, ``"f1_macro"``) gets the
+        model's ``classes_``, so a task whose query rows show one class only, which the
+        ``"shared"`` label regime allows, is scored against every class the model predicts.
     n_support : int, default=None
-        Support rows per task (per class for classifiers); ``None`` uses the estimator's.
+        Support rows per task (per class for a classifier with ``support_per="class"``); ``None``
+        uses the estimator's.
     n_inner_steps : int, default=None
         Adaptation steps; ``None`` uses the estimator's.
     random_state : int, default=0
         Seeds the support draws.
+    n_repeats : int, default=1
+        Support sets drawn per task, each adapted to and scored; the score is the mean over all
+        draws of all tasks. With few tasks (say a dozen validation groups) one draw per task lets
+        candidates tie or swap by the luck of the draw; a few draws average it out. Still
+        deterministic for a given ``random_state``.
 
     Examples
     --------
     >>> from skmaml import FewShotScorer
-    >>> scorer = FewShotScorer("neg_mean_squared_error", n_support=5)
-    >>> scorer
-    FewShotScorer(metric='neg_mean_squared_error', n_support=5, n_inner_steps=None, random_state=0)
+    >>> scorer = FewShotScorer("neg_mean_squared_error", n_support=5, n_repeats=3)
+    >>> scorer  # doctest: +NORMALIZE_WHITESPACE
+    FewShotScorer(metric='neg_mean_squared_error', n_support=5, n_inner_steps=None,
+                  random_state=0, n_repeats=3)
     """
 
-    def __init__(self, metric=None, *, n_support=None, n_inner_steps=None, random_state=0):
+    def __init__(self, metric=None, *, n_support=None, n_inner_steps=None, random_state=0,
+                 n_repeats=1):
         for name, value, least, kind in (("n_support", n_support, 1, "a positive"),
                                          ("n_inner_steps", n_inner_steps, 0, "a non-negative")):
             if value is not None and (not isinstance(value, Integral) or isinstance(value, bool)
                                       or value < least):
                 raise ValueError(f"{name} must be {kind} int or None, got {value!r}.")
+        if not isinstance(n_repeats, Integral) or isinstance(n_repeats, bool) or n_repeats < 1:
+            raise ValueError(f"n_repeats must be a positive int, got {n_repeats!r}.")
         self.metric = metric
         self.n_support = n_support
         self.n_inner_steps = n_inner_steps
         self.random_state = random_state
+        self.n_repeats = n_repeats
 
     def __repr__(self):
         return (f"FewShotScorer(metric={self.metric!r}, n_support={self.n_support!r}, "
-                f"n_inner_steps={self.n_inner_steps!r}, random_state={self.random_state!r})")
+                f"n_inner_steps={self.n_inner_steps!r}, random_state={self.random_state!r}, "
+                f"n_repeats={self.n_repeats!r})")
 
     def get_metadata_routing(self):
         """Request ``groups`` and ``sample_weight`` for scoring (metadata routing)."""
@@ -140,7 +157,28 @@ class FewShotScorer:
         n_support = final.n_support if self.n_support is None else self.n_support
         scorer = None
         if self.metric is not None:
-            scorer = get_scorer(self.metric) if isinstance(self.metric, str) else self.metric
+            scorer = _with_model_labels(get_scorer(self.metric) if isinstance(self.metric, str)
+                                        else self.metric)
         return final._few_shot_score(X, y, groups, sample_weight, n_support=n_support,
                                      n_inner_steps=self.n_inner_steps,
-                                     random_state=self.random_state, scorer=scorer)
+                                     random_state=self.random_state, scorer=scorer,
+                                     n_repeats=self.n_repeats)
+
+
+def _with_model_labels(scorer):
+    """``scorer``, passing each scored model's ``classes_`` as ``labels`` when its metric takes
+    them and they are not set already (scikit-learn scorers keep the metric and its keyword
+    arguments as ``_score_func`` and ``_kwargs``)."""
+    func, kwargs = getattr(scorer, "_score_func", None), getattr(scorer, "_kwargs", None)
+    if (func is None or kwargs is None or "labels" in kwargs
+            or "labels" not in inspect.signature(func).parameters):
+        return scorer
+
+    def score(model, X, y, **params):
+        if not hasattr(model, "classes_"):
+            return scorer(model, X, y, **params)
+        labelled = copy.copy(scorer)
+        labelled._kwargs = {**kwargs, "labels": model.classes_}
+        return labelled(model, X, y, **params)
+
+    return score

@@ -13,6 +13,7 @@ Generators draw synthetic task families, each task being one function drawn from
 Builders turn a user's labelled dataset into tasks:
 
 - :func:`tasks_from_groups`: one task per value of a grouping column (site, patient, product...);
+- :func:`small_tasks`: the groups too small for the episodes of given estimator settings, and why;
 - :func:`split_classes` and :func:`make_episodes`: N-way K-shot classification episodes over a set
   of classes, e.g. meta-train classes and held-out classes.
 
@@ -27,11 +28,16 @@ the same order, so both forms give the same model. Randomness follows scikit-lea
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils._param_validation import Interval, validate_params
+from sklearn.utils import Bunch, _safe_indexing, check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _num_samples, check_consistent_length
 
+from ._classifier import _counted, _largest_supports, _python_value, _small_task_facts
+from ._kernels._config import ALL_OTHER_ROWS
+from ._kernels._sampling import task_class_summary
 from ._tasks import group_layout
+from ._tasks import tasks_from_groups as _task_set_from_groups
 
 __all__ = [
     "make_sinusoid_tasks",
@@ -39,6 +45,7 @@ __all__ = [
     "make_polynomial_tasks",
     "make_multimodal_tasks",
     "tasks_from_groups",
+    "small_tasks",
     "split_classes",
     "make_episodes",
 ]
@@ -489,11 +496,13 @@ def _check_labels_1d(values, what, n_rows):
 @validate_params(
     {"X": ["array-like"], "y": ["array-like", str, Integral],
      "groups": ["array-like", str, Integral],
-     "min_samples": [Interval(Integral, 1, None, closed="left"), None], "flat": ["boolean"],
-     "return_groups": ["boolean"]},
+     "min_samples": [Interval(Integral, 1, None, closed="left"), None],
+     "min_samples_per_class": [Interval(Integral, 1, None, closed="left"), None],
+     "flat": ["boolean"], "return_groups": ["boolean"]},
     prefer_skip_nested_validation=True,
 )
-def tasks_from_groups(X, y, groups, *, min_samples=None, flat=False, return_groups=False):
+def tasks_from_groups(X, y, groups, *, min_samples=None, min_samples_per_class=None, flat=False,
+                      return_groups=False):
     """Split a labelled dataset into tasks, one per value of a grouping column.
 
     Use it when the rows come from many related sources (sites, patients, products, machines) and
@@ -515,6 +524,13 @@ def tasks_from_groups(X, y, groups, *, min_samples=None, flat=False, return_grou
     min_samples : int, default=None
         Drop groups with fewer rows (too small to give a support and a query set). ``None``
         keeps every group.
+    min_samples_per_class : int, default=None
+        Drop groups in which some class present has fewer rows (``y`` holds class labels): the
+        stratified episodes of ``MAMLClassifier`` (``support_per="class"``) need
+        ``n_support + n_query`` rows of each class of a task, so a group with 30 rows of one
+        class and 1 of the other cannot give ``n_support=5``. A class absent from a group does
+        not count. ``None`` keeps every group. :func:`small_tasks` gives the estimator's exact
+        rule for any settings, including ``n_query=None``.
     flat : bool, default=False
         Return ``X, y, groups`` (the rows of the kept groups in their given order, with their
         group labels) instead of a list of tasks.
@@ -544,6 +560,14 @@ def tasks_from_groups(X, y, groups, *, min_samples=None, flat=False, return_grou
     >>> labels.tolist()
     ['a', 'b']
 
+    Per class, for classification (group ``"b"`` has one row of class 1, ``"c"`` one row in all):
+
+    >>> label = np.array([0, 0, 1, 0, 0, 0, 0])
+    >>> tasks, labels = tasks_from_groups(X, label, site, min_samples_per_class=2,
+    ...                                   return_groups=True)
+    >>> labels.tolist()
+    ['a']
+
     With pandas, columns can be named:
 
     >>> import pandas as pd  # doctest: +SKIP
@@ -562,10 +586,18 @@ def tasks_from_groups(X, y, groups, *, min_samples=None, flat=False, return_grou
     check_consistent_length(X, y)
     groups = _check_labels_1d(groups, "groups", n_rows)
     labels, codes, order, sizes = group_layout(groups)
-    keep = np.ones(labels.shape[0], dtype=bool) if min_samples is None else sizes >= min_samples
+    keep = np.ones(labels.shape[0], dtype=bool)
+    needs = []
+    if min_samples is not None:
+        keep &= sizes >= min_samples
+        needs.append(f"min_samples={min_samples} rows or more (the largest has {sizes.max()})")
+    if min_samples_per_class is not None:
+        smallest = _smallest_class_rows(y, order, sizes)
+        keep &= smallest >= min_samples_per_class
+        needs.append(f"min_samples_per_class={min_samples_per_class} rows or more of each of "
+                     f"its classes (the best has {smallest.max()} of its smallest)")
     if not keep.any():
-        raise ValueError(f"No group has min_samples={min_samples} rows or more (the largest has "
-                         f"{sizes.max()}).")
+        raise ValueError(f"No group has {' and '.join(needs)}.")
     if flat:
         rows = np.flatnonzero(keep[codes])
         out = (_safe_indexing(X, rows), _safe_indexing(y, rows), groups[rows])
@@ -579,6 +611,117 @@ def tasks_from_groups(X, y, groups, *, min_samples=None, flat=False, return_grou
     if return_groups:
         out = (*out, labels[keep])
     return out[0] if len(out) == 1 else out
+
+
+def _class_codes(y, n_rows):
+    """Validated class labels as codes ``0 .. n_classes - 1`` (int64), and the sorted labels."""
+    y = _check_labels_1d(y, "y", n_rows)
+    check_classification_targets(y)
+    labels, codes = np.unique(y, return_inverse=True)
+    return codes.reshape(-1).astype(np.int64), labels
+
+
+def _smallest_class_rows(y, order, sizes):
+    """Rows of the least frequent class present in each group (of :func:`group_layout`), counted
+    as the estimator counts them (``task_class_summary``)."""
+    codes, labels = _class_codes(y, order.shape[0])
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return task_class_summary(np.ascontiguousarray(codes[order]), offsets, labels.shape[0])[1]
+
+
+@validate_params(
+    {"y": ["array-like"], "groups": ["array-like"],
+     "n_support": [Interval(Integral, 1, None, closed="left")],
+     "n_query": [Interval(Integral, 1, None, closed="left"), None],
+     "support_per": [StrOptions({"class", "task"})]},
+    prefer_skip_nested_validation=True,
+)
+def small_tasks(y, groups, *, n_support, n_query=None, support_per="class"):
+    """The groups too small for the episodes of given settings, how far, and why.
+
+    Call it on flat data before fitting: it reports exactly the groups for which
+    ``MAMLClassifier(n_support=..., n_query=..., support_per=...).fit(X, y, groups=groups)``
+    would use a smaller support set (with a warning) or raise (a group that cannot give one
+    support row and a query row), so they can be dropped, merged or accepted knowingly. With
+    ``n_query=None`` (all rows not in the support, at least one) it is also the rule of ``score``
+    and :class:`~skmaml.FewShotScorer`. ``support_per="task"`` is the rule of
+    ``MAMLRegressor.fit`` too (whose ``score`` needs two query rows per task).
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Class labels (any targets with ``support_per="task"``, where only the number of rows of
+        a group counts).
+    groups : array-like of shape (n_samples,)
+        Group (task) label of each row, as ``groups`` of ``fit``.
+    n_support : int
+        K, support rows per class (``support_per="class"``) or per task (``"task"``).
+    n_query : int, default=None
+        Query rows per class or per task; ``None`` uses all rows not in the support.
+    support_per : {"class", "task"}, default="class"
+        What ``n_support`` and ``n_query`` count, as in :class:`~skmaml.MAMLClassifier`.
+
+    Returns
+    -------
+    report : :class:`~sklearn.utils.Bunch`
+        With the fields, one entry per small group, in sorted group order:
+
+        groups : ndarray of shape (n_small,)
+            The labels of the groups that cannot give ``n_support``.
+        max_n_support : ndarray of shape (n_small,), int
+            The largest ``n_support`` each can give, which the estimator uses for it instead;
+            0 for a group that cannot give one support row (the estimator raises).
+        reasons : list of str
+            What limits each, in the estimator's words: its number of rows, or with
+            ``support_per="class"`` its smallest class.
+
+    See Also
+    --------
+    tasks_from_groups : Build tasks, dropping groups with too few rows (of each class).
+
+    Examples
+    --------
+    Three districts; district 2 has one row of class 1, district 3 has two rows in all:
+
+    >>> import numpy as np
+    >>> from skmaml.datasets import small_tasks
+    >>> district = np.repeat([1, 2, 3], [12, 12, 2])
+    >>> y = np.array([0] * 6 + [1] * 6 + [0] * 11 + [1] + [0, 1])
+    >>> report = small_tasks(y, district, n_support=5)
+    >>> report.groups.tolist(), report.max_n_support.tolist()
+    ([2, 3], [1, 0])
+    >>> print(report.reasons[0])
+    group 2 has 1 row of class 1, its smallest, and 12 in all
+
+    Five labelled rows per district, whatever their class:
+
+    >>> report = small_tasks(y, district, n_support=5, support_per="task")
+    >>> report.groups.tolist(), report.reasons
+    ([3], ['group 3 has 2 rows'])
+
+    To drop the small groups, keep the rows of the others:
+
+    >>> keep = ~np.isin(district, report.groups)
+    >>> np.unique(district[keep]).tolist()
+    [1, 2]
+    """
+    check_consistent_length(y, groups)
+    n_rows = _num_samples(y)
+    groups = _check_labels_1d(groups, "groups", n_rows)
+    if support_per == "class":
+        codes, labels = _class_codes(y, n_rows)
+    else:
+        codes, labels = np.zeros(n_rows, dtype=np.int64), None
+    # The estimator's own layout and names of the groups, with the codes in their place of y.
+    task_set = _task_set_from_groups(np.empty((n_rows, 0)), codes, groups)
+    largest = _largest_supports(task_set, task_set.y, ALL_OTHER_ROWS if n_query is None
+                                else n_query, 1, support_per)
+    small = np.flatnonzero(largest < n_support)
+    return Bunch(
+        groups=np.unique(groups)[small],
+        max_n_support=np.maximum(largest[small], 0),
+        reasons=[_small_task_facts(task_set, task_set.y, labels, t, support_per) for t in small],
+    )
 
 
 def _class_rows(y, classes):
@@ -688,7 +831,8 @@ def make_episodes(X, y, *, n_way=5, n_support=1, n_query=15, n_episodes=100, cla
     n_way : int, default=5
         Classes per episode (N).
     n_support : int, default=1
-        Support rows per class (K, the "shot"), as ``n_support`` of :class:`~skmaml.MAMLClassifier`.
+        Support rows per class (K, the "shot"), as ``n_support`` of :class:`~skmaml.MAMLClassifier`
+        (with its default ``support_per="class"``).
     n_query : int, default=15
         Query rows per class. Every class used needs ``n_support + n_query`` rows.
     n_episodes : int, default=100
@@ -759,9 +903,11 @@ def make_episodes(X, y, *, n_way=5, n_support=1, n_query=15, n_episodes=100, cla
     if too_small.size:
         c = too_small[0]
         raise ValueError(
-            f"class {chosen[c].item()!r} has {sizes[c]} rows, but every class needs "
-            f"n_support + n_query = {need}; {too_small.size} class(es) are too small. Lower n_support "
-            "or n_query, or leave the small classes out of classes.")
+            f"class {_python_value(chosen[c])!r} has {_counted(sizes[c], 'row')}, but every class needs "
+            f"n_support + n_query = {need}; "
+            + ("1 class is" if too_small.size == 1 else f"{too_small.size} classes are")
+            + " too small. Lower n_support or n_query, or leave the small classes out of "
+            "classes.")
     rng = check_random_state(random_state)
     episode_rows = []
     for _ in range(n_episodes):

@@ -398,13 +398,15 @@ class AdaptationCurveDisplay:
         tasks : list of tuples
             New tasks: ``(X, y)``, whose support rows are drawn by the (first) estimator's own
             sampler with ``random_state`` (``n_support`` rows, or ``n_support`` per class for a
-            classifier; fewer for a task too small, as in ``score``) and query rows are the
-            rest, or ``(X_support, y_support, X_query, y_query)``, used as given. The draws are
-            those of ``FewShotScorer(n_support=n_support, random_state=random_state)`` on the
-            same tasks given as rows with ``groups`` the task index, so a curve's value at
-            ``k`` steps can be reproduced with it.
+            classifier with ``support_per="class"``; fewer for a task too small, as in
+            ``score``) and query rows are the rest, or ``(X_support, y_support, X_query,
+            y_query)``, used as given. The draws are those of
+            ``FewShotScorer(n_support=n_support, random_state=random_state)`` on the same tasks
+            given as rows with ``groups`` the task index, so a curve's value at ``k`` steps can
+            be reproduced with it.
         n_support : int, default=10
-            Support rows per ``(X, y)`` task (per class for classifiers).
+            Support rows per ``(X, y)`` task (per class for a classifier with
+            ``support_per="class"``).
         max_steps : int, default=10
             Curves run from 0 to ``max_steps`` inner steps.
         metric : {"mse", "mae", "accuracy", "log_loss"} or callable, default="mse"

@@ -106,8 +106,9 @@ def test_task_too_small_for_n_support_uses_a_smaller_support_set(form):
     with one warning naming it; the other tasks keep n_support."""
     tasks = [_reg_task(), _reg_task(n=3, seed=1), _reg_task(seed=2)]
     if form == "list":
-        with pytest.warns(UserWarning, match=r"n_support=3 is more than 1 of 3 task\(s\) can give "
-                          r"while keeping at least one query row.*task 1 has 3 rows, so it uses 2"):
+        with pytest.warns(UserWarning, match=r"n_support=3 is more than 1 of 3 tasks can give "
+                          r"while keeping at least one query row; it uses .*task 1 has 3 rows, so "
+                          r"it uses 2"):
             _regressor(n_support=3).fit(tasks)
     else:
         X, y, groups = _flat(tasks, ["a", "b", "c"])
@@ -118,7 +119,7 @@ def test_task_too_small_for_n_support_uses_a_smaller_support_set(form):
 def test_task_too_small_for_any_episode():
     tasks = [_reg_task(), _reg_task(n=1, seed=1), _reg_task(n=1, seed=2)]
     with pytest.raises(ValueError, match=r"task 1 has 1 row: too few for one support row and at "
-                                         r"least one query row \(2 task\(s\) are too small\)"):
+                                         r"least one query row \(2 tasks are too small\)"):
         _regressor().fit(tasks)
 
 

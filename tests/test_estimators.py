@@ -449,7 +449,7 @@ def test_per_task_early_stopping_holds_out_classes(monkeypatch):
     clf = MAMLClassifier(hidden_layer_sizes=(8,), task_labels="per_task", n_support=2,
                          inner_lr=0.3, max_iter=10, meta_batch_size=4, early_stopping=True,
                          validation_fraction=0.3, random_state=0)
-    with pytest.warns(UserWarning, match=r"holds out classes \[.*\]: 1 task\(s\) made only of "
+    with pytest.warns(UserWarning, match=r"holds out classes \[.*\]: 1 task made only of "
                                          r"them validate, 4 without them train, and 30"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)

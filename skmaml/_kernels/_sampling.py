@@ -22,6 +22,11 @@ Outputs are ragged, in the layout the meta-gradient kernels take: the support ro
 concatenated in batch order with ``s_offsets`` (entry ``b`` owns rows ``s_offsets[b]:s_offsets[b+1]``),
 and the same for the query rows with ``q_offsets``.
 
+Classification has two samplers, one per meaning of ``n_support`` (``MAMLClassifier(support_per=...)``):
+:func:`sample_classification_episodes` draws support rows per class (stratified), and
+:func:`sample_unstratified_classification_episodes` draws them from the task's rows whatever their class,
+with exactly the draws of the regression sampler.
+
 Kernels trust their inputs; the estimator validates them (the preconditions are listed per function).
 :func:`task_class_summary` lets it check feasibility once, before training, and give a clear
 error.
@@ -159,6 +164,8 @@ def regression_episode_rows(task_offsets, fixed_support, batch_tasks, seeds, sup
 
     Parameters are those of :func:`sample_regression_episodes` without ``X`` and ``Y``; the draws
     are the same. Any per-row array (inputs as given, sample weights) can then follow the rows.
+    The draws take no account of classes, and are also those of
+    :func:`sample_unstratified_classification_episodes`.
 
     Returns
     -------
@@ -415,6 +422,50 @@ def classification_episode_rows(y, task_offsets, fixed_support, batch_tasks, see
         if n_way > 0:
             _clear_class_count(class_count, classes, n_way)
     return s_rows, ys, s_offsets, q_rows, yq, q_offsets
+
+
+@njit(**JIT_OPTIONS)
+def sample_unstratified_classification_episodes(X, y, task_offsets, fixed_support, batch_tasks, seeds,
+                                                support_sizes, n_query):
+    """Support and query rows of every entry of a meta-batch of classification tasks, drawn from each
+    task's rows whatever their class (``MAMLClassifier(support_per="task")``).
+
+    The rows are exactly those of :func:`regression_episode_rows` for the same arguments: a
+    random-split task gives a uniformly random ``support_sizes[t]`` of its rows as support and a
+    uniformly random ``n_query`` of the others (all of them with ``n_query == -1``) as query, so a
+    support set may miss a class of its task; a fixed task gives its first ``fixed_support[t]`` rows
+    as support and the others as query, in order (as :func:`sample_classification_episodes` does).
+    Labels are returned unchanged (no relabelling: the ``"per_task"`` regime needs every class in
+    every support set, which only the stratified sampler guarantees).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_features), float32 or float64, C-contiguous
+    y : ndarray of shape (n_rows,), int64
+        Class codes.
+    task_offsets, fixed_support, batch_tasks, seeds : ndarray
+        As in :func:`sample_regression_episodes`.
+    support_sizes : ndarray of shape (n_tasks,), int64
+        Support rows (in all, not per class) of each random-split task, ``>= 1``.
+    n_query : int
+        Query rows per random-split task, ``>= 0``; ``-1`` for all rows not in the support.
+        Precondition for every random-split task in the batch:
+        ``n_rows_t >= support_sizes[t] + n_query`` (``>= support_sizes[t]`` when ``n_query == -1``).
+
+    Returns
+    -------
+    Xs : ndarray of shape (n_support_rows, n_features), dtype of X
+    ys : ndarray of shape (n_support_rows,), int64
+    s_offsets : ndarray of shape (n_batch + 1,), int64
+        Entry ``b``'s support rows are ``Xs[s_offsets[b]:s_offsets[b + 1]]``.
+    Xq : ndarray of shape (n_query_rows, n_features), dtype of X
+    yq : ndarray of shape (n_query_rows,), int64
+    q_offsets : ndarray of shape (n_batch + 1,), int64
+    """
+    s_rows, s_offsets, q_rows, q_offsets = regression_episode_rows(
+        task_offsets, fixed_support, batch_tasks, seeds, support_sizes, n_query)
+    return (gather_rows(X, s_rows), y[s_rows], s_offsets, gather_rows(X, q_rows), y[q_rows],
+            q_offsets)
 
 
 # --------------------------------------------------------------------------------------------------
