@@ -9,7 +9,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 
-from ._base import BaseMAML
+from ._base import BaseMAML, _user_stacklevel
 from ._kernels._mlp import forward
 from ._kernels._sampling import (
     classification_episode_rows,
@@ -277,7 +277,8 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
                 f"{_counted(valid_idx.size, 'task')} made only of them validate, "
                 f"{train_idx.size} without them train, and {n_mixed} that mix both "
                 f"{'is' if n_mixed == 1 else 'are'} not used. To train on every task, "
-                "pass validation tasks of other classes as X_val.", UserWarning, stacklevel=5)
+                "pass validation tasks of other classes as X_val.", UserWarning,
+                stacklevel=_user_stacklevel())
         return train_idx, valid_idx
 
     def _episode_sampler(self, y_kernel):
