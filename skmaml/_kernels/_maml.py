@@ -27,6 +27,7 @@ from numba import njit
 
 from ._config import JIT_OPTIONS
 from ._mlp import (
+    Pass,
     _backprop_rows,
     _block_start,
     _forward_rows,
@@ -35,10 +36,9 @@ from ._mlp import (
     _output_grad,
     _weight_grad_rows,
     buffer_size,
-    layer_offsets,
     loss_grad,
     n_params,
-    width_offsets,
+    network,
 )
 from ._numeric import as_dtype_of, mean_loss
 
@@ -189,8 +189,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     """
     n_tasks = s_offsets.shape[0] - 1
     n_layers = layer_sizes.shape[0] - 1
-    offsets = layer_offsets(layer_sizes)
-    woffsets = width_offsets(layer_sizes)
+    net = network(layer_sizes, activation)
     n_par = n_params(layer_sizes)
     dtype = theta.dtype
     lr = as_dtype_of(inner_lr, theta)
@@ -224,17 +223,16 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
 
     # Step 0 for all tasks at once: every task starts from the shared theta, so the support
     # forward and backward passes are single large products over all support rows.
-    Z0, A0, DZ0, DA0 = step0[0], step0[1], step0[2], step0[3]
+    pass0 = Pass(step0[0], step0[1], step0[2], step0[3], n_s_all)
     if n_inner_steps > 0:
-        _forward_rows(theta, layer_sizes, offsets, woffsets, activation, Xs, 0, Z0, A0, n_s_all,
-                      0, n_s_all)
+        _forward_rows(theta, net, Xs, 0, pass0, 0, n_s_all)
         for t in range(n_tasks):  # each task's own mean loss at the output
             s0 = s_offsets[t]
-            out = _block_start(n_s_all, woffsets, n_layers, s0)
-            _output_grad(Z0, out, s_offsets[t + 1] - s0, layer_sizes[n_layers], ys, s0, DZ0, out)
-        _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z0, A0, DZ0, DA0,
-                       n_s_all, 0, n_s_all)
-    Zq, Aq, DZq, DAq = query[0], query[1], query[2], query[3]
+            out = _block_start(n_s_all, net.woffsets, n_layers, s0)
+            _output_grad(pass0.Z, out, s_offsets[t + 1] - s0, layer_sizes[n_layers], ys, s0,
+                         pass0.DZ, out)
+        _backprop_rows(theta, net, pass0, 0, n_s_all)
+    query_pass = Pass(query[0], query[1], query[2], query[3], n_q_buf)
     single_block = np.zeros(2, dtype=np.int64)
 
     grad_out[:] = 0.0
@@ -246,44 +244,37 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         thetas[0, :] = theta
         for k in range(n_inner_steps):
             if k == 0:
-                _weight_grad_rows(layer_sizes, offsets, woffsets, Xs, s0, A0, DZ0, n_s_all, s0,
-                                  n_s, grad, False)
+                _weight_grad_rows(net, Xs, s0, pass0, s0, n_s, grad, False)
             else:
                 j = 0 if first_order else 4 * (k - 1)
-                _loss_grad_rows(thetas[k], layer_sizes, offsets, woffsets, activation, Xs, s0,
-                                ys, s0, steps[j], steps[j + 1], steps[j + 2], steps[j + 3], n_s,
-                                0, n_s)
-                _weight_grad_rows(layer_sizes, offsets, woffsets, Xs, s0, steps[j + 1],
-                                  steps[j + 2], n_s, 0, n_s, grad, False)
+                step = Pass(steps[j], steps[j + 1], steps[j + 2], steps[j + 3], n_s)
+                _loss_grad_rows(thetas[k], net, Xs, s0, ys, s0, step, 0, n_s)
+                _weight_grad_rows(net, Xs, s0, step, 0, n_s, grad, False)
             _sgd_step(thetas[k], grad, lr, thetas[k + 1])
         r0 = q0 if first_order else 0
-        task_losses[t] = _loss_grad_rows(thetas[n_inner_steps], layer_sizes, offsets, woffsets,
-                                         activation, Xq, q0, yq, q0, Zq, Aq, DZq, DAq, n_q_buf,
+        task_losses[t] = _loss_grad_rows(thetas[n_inner_steps], net, Xq, q0, yq, q0, query_pass,
                                          r0, n_q)
         if first_order:
             continue
         if second_order:
             v = directions[t * n_par:(t + 1) * n_par]
-        _weight_grad_rows(layer_sizes, offsets, woffsets, Xq, q0, Aq, DZq, n_q_buf, 0, n_q, v,
-                          False)
+        _weight_grad_rows(net, Xq, q0, query_pass, 0, n_q, v, False)
         # Back through inner steps N-1 .. 1: v <- (I - alpha H_support(theta_k)) v.
         single_block[1] = n_s
         for k in range(n_inner_steps - 1, 0, -1):
             j = 4 * (k - 1)
-            _hvp_blocks(thetas[k], layer_sizes, offsets, woffsets, activation, Xs, s0, ys, n_s, 0,
-                        single_block, steps[j], steps[j + 1], steps[j + 2], steps[j + 3], v,
-                        sweep[0], sweep[1], sweep[2], grad)
+            step = Pass(steps[j], steps[j + 1], steps[j + 2], steps[j + 3], n_s)
+            _hvp_blocks(thetas[k], net, Xs, s0, ys, step, 0, single_block, v,
+                        (sweep[0], sweep[1], sweep[2]), grad)
             _sgd_step(v, grad, lr, v)
         for i in range(n_par):
             grad_out[i] += v[i]
     if first_order:
-        _weight_grad_rows(layer_sizes, offsets, woffsets, Xq, 0, Aq, DZq, n_q_all, 0, n_q_all,
-                          grad_out, False)
+        _weight_grad_rows(net, Xq, 0, query_pass, 0, n_q_all, grad_out, False)
     elif second_order:
         # Step 0 for all tasks at once (shared theta): sum_t (I - alpha H_t) v_t.
-        _hvp_blocks(theta, layer_sizes, offsets, woffsets, activation, Xs, 0, ys, n_s_all, 0,
-                    s_offsets, Z0, A0, DZ0, DA0, directions, batch_sweep[0], batch_sweep[1],
-                    batch_sweep[2], grad)
+        _hvp_blocks(theta, net, Xs, 0, ys, pass0, 0, s_offsets, directions,
+                    (batch_sweep[0], batch_sweep[1], batch_sweep[2]), grad)
         _sgd_step(grad_out, grad, lr, grad_out)
 
     inv_tasks = as_dtype_of(1.0 / n_tasks, theta)

@@ -18,6 +18,14 @@ Losses (chosen by the type of ``y``)
 
 Kernels trust their inputs (shapes, C order, label range, finiteness): the estimator validates them.
 
+What travels together
+---------------------
+The pass kernels take the network as one :class:`Network` (layer sizes, parameter and buffer
+offsets, activation: built once per call by :func:`network`) and a pass's work buffers as one
+:class:`Pass` (``Z``, ``A``, ``DZ``, ``DA`` and their row count), so each call names only what it
+is about: parameters, rows, buffers. Both are named tuples, which numba passes by value and
+unpacks at no cost.
+
 Work buffers
 ------------
 Per-row intermediate values live in flat buffers with one block per layer ``l = 1 .. L``: for a buffer
@@ -30,6 +38,8 @@ product is one BLAS call on offsets into these buffers (:func:`._blas.gemm`), wi
 where products accumulate, so no views are built on the hot path; the only temporaries are the
 short vectors of ones that bias adds and column sums multiply by (:func:`_ones`).
 """
+
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -85,6 +95,21 @@ def width_offsets(layer_sizes):
 def buffer_size(layer_sizes, n_rows):
     """Entries of one work buffer for ``n_rows`` rows."""
     return n_rows * width_offsets(layer_sizes)[-1]
+
+
+Network = namedtuple("Network", ["layer_sizes", "offsets", "woffsets", "activation"])
+Network.__doc__ = """An MLP's layout: ``layer_sizes``, :func:`layer_offsets`, :func:`width_offsets`
+and the hidden activation code."""
+
+Pass = namedtuple("Pass", ["Z", "A", "DZ", "DA", "n_rows"])
+Pass.__doc__ = """One pass's work buffers (see "Work buffers"), each of ``n_rows`` rows; a pass
+that needs only ``Z`` and ``A`` may hold any arrays as ``DZ`` and ``DA``."""
+
+
+@njit(**JIT_OPTIONS)
+def network(layer_sizes, activation):
+    """The :class:`Network` of these layer sizes and hidden activation."""
+    return Network(layer_sizes, layer_offsets(layer_sizes), width_offsets(layer_sizes), activation)
 
 
 @njit(**JIT_OPTIONS)
@@ -280,8 +305,11 @@ def _output_hess_dot_impl(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
 
 
 @njit(**JIT_OPTIONS)
-def _forward_rows(theta, layer_sizes, offsets, woffsets, activation, X, x0, Z, A, n_buf, r0, n):
-    """Fill ``Z`` and ``A`` for rows ``x0 : x0 + n`` of ``X`` (rows ``r0 : r0 + n`` of the buffers)."""
+def _forward_rows(theta, net, X, x0, buf, r0, n):
+    """Fill ``buf.Z`` and ``buf.A`` for rows ``x0 : x0 + n`` of ``X`` (rows ``r0 : r0 + n`` of the
+    buffers)."""
+    layer_sizes, offsets, woffsets, activation = net
+    Z, A, n_buf = buf.Z, buf.A, buf.n_rows
     n_layers = layer_sizes.shape[0] - 1
     for l in range(1, n_layers + 1):
         n_in = layer_sizes[l - 1]
@@ -299,8 +327,10 @@ def _forward_rows(theta, layer_sizes, offsets, woffsets, activation, X, x0, Z, A
 
 
 @njit(**JIT_OPTIONS)
-def _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z, A, DZ, DA, n_buf, r0, n):
-    """Given the output block of ``DZ``, fill the hidden blocks of ``DA`` and ``DZ``."""
+def _backprop_rows(theta, net, buf, r0, n):
+    """Given the output block of ``buf.DZ``, fill the hidden blocks of ``buf.DA`` and ``buf.DZ``."""
+    layer_sizes, offsets, woffsets, activation = net
+    Z, A, DZ, DA, n_buf = buf
     n_layers = layer_sizes.shape[0] - 1
     for l in range(n_layers, 1, -1):
         n_in = layer_sizes[l - 1]
@@ -313,8 +343,11 @@ def _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z, A, DZ, 
 
 
 @njit(**JIT_OPTIONS)
-def _weight_grad_rows(layer_sizes, offsets, woffsets, X, x0, A, DZ, n_buf, r0, n, grad, accumulate):
-    """``grad (+)= dLoss/dtheta`` from inputs ``X[x0 : x0 + n]`` and the ``A``/``DZ`` rows."""
+def _weight_grad_rows(net, X, x0, buf, r0, n, grad, accumulate):
+    """``grad (+)= dLoss/dtheta`` from inputs ``X[x0 : x0 + n]`` and the ``buf.A``/``buf.DZ``
+    rows."""
+    layer_sizes, offsets, woffsets = net.layer_sizes, net.offsets, net.woffsets
+    A, DZ, n_buf = buf.A, buf.DZ, buf.n_rows
     n_layers = layer_sizes.shape[0] - 1
     beta = 1.0 if accumulate else 0.0
     for l in range(1, n_layers + 1):
@@ -331,33 +364,35 @@ def _weight_grad_rows(layer_sizes, offsets, woffsets, X, x0, A, DZ, n_buf, r0, n
 
 
 @njit(**JIT_OPTIONS)
-def _loss_grad_rows(theta, layer_sizes, offsets, woffsets, activation, X, x0, y, y0, Z, A, DZ, DA,
-                    n_buf, r0, n):
-    """Forward pass, loss and backward pass (``Z``, ``A``, ``DZ``, ``DA``) of one row range."""
+def _loss_grad_rows(theta, net, X, x0, y, y0, buf, r0, n):
+    """Forward pass, loss and backward pass (all of ``buf``) of one row range."""
+    layer_sizes = net.layer_sizes
     n_layers = layer_sizes.shape[0] - 1
-    _forward_rows(theta, layer_sizes, offsets, woffsets, activation, X, x0, Z, A, n_buf, r0, n)
-    out = _block_start(n_buf, woffsets, n_layers, r0)
-    loss = _output_grad(Z, out, n, layer_sizes[n_layers], y, y0, DZ, out)
-    _backprop_rows(theta, layer_sizes, offsets, woffsets, activation, Z, A, DZ, DA, n_buf, r0, n)
+    _forward_rows(theta, net, X, x0, buf, r0, n)
+    out = _block_start(buf.n_rows, net.woffsets, n_layers, r0)
+    loss = _output_grad(buf.Z, out, n, layer_sizes[n_layers], y, y0, buf.DZ, out)
+    _backprop_rows(theta, net, buf, r0, n)
     return loss
 
 
 @njit(**JIT_OPTIONS)
-def _hvp_blocks(theta, layer_sizes, offsets, woffsets, activation, X, x0, y, n_buf, r0,
-                block_offsets, Z, A, DZ, DA, V, RZ, RA, RD, hv):
+def _hvp_blocks(theta, net, X, x0, y, buf, r0, block_offsets, V, sweep, hv):
     """Pearlmutter's R-operator over row blocks: ``hv = sum_b H_b(theta) V_b``.
 
     Block ``b`` is rows ``block_offsets[b] : block_offsets[b+1]`` counted from row ``x0`` of ``X`` /
-    ``y`` and from row ``r0`` of the buffers ``Z``, ``A``, ``DZ``, ``DA`` (which must hold the forward
-    and backward pass at ``theta``, with each block's own loss normalisation). ``H_b`` is the Hessian
+    ``y`` and from row ``r0`` of the pass ``buf`` (which must hold the forward and backward pass
+    at ``theta``, with each block's own loss normalisation). ``H_b`` is the Hessian
     of block ``b``'s loss and ``V_b = V[b * n_params : (b + 1) * n_params]`` its direction. One block is
     one task's Hessian-vector product; several blocks are the tasks of a batch at a shared ``theta``,
     where every product with ``theta``'s weights and every weight-gradient sum runs once over all rows
     and only the products with each block's own direction run per block.
 
-    ``RZ``, ``RA`` and ``RD`` are scratch buffers of ``block_offsets[-1]`` rows. Costs about two
+    ``sweep`` is ``(RZ, RA, RD)``, scratch buffers of ``block_offsets[-1]`` rows. Costs about two
     gradients.
     """
+    layer_sizes, offsets, woffsets, activation = net
+    Z, A, DZ, DA, n_buf = buf
+    RZ, RA, RD = sweep
     n_layers = layer_sizes.shape[0] - 1
     n_blocks = block_offsets.shape[0] - 1
     n = block_offsets[n_blocks]
@@ -455,14 +490,13 @@ def forward(theta, layer_sizes, activation, X):
         Linear output ``z_L`` (regression values or class logits).
     """
     n = X.shape[0]
-    offsets = layer_offsets(layer_sizes)
-    woffsets = width_offsets(layer_sizes)
+    net = network(layer_sizes, activation)
     size = buffer_size(layer_sizes, n)
     Z = np.empty(size, dtype=theta.dtype)
     A = np.empty(size, dtype=theta.dtype)
-    _forward_rows(theta, layer_sizes, offsets, woffsets, activation, X, 0, Z, A, n, 0, n)
+    _forward_rows(theta, net, X, 0, Pass(Z, A, Z, A, n), 0, n)
     n_layers = layer_sizes.shape[0] - 1
-    start = _block_start(n, woffsets, n_layers, 0)
+    start = _block_start(n, net.woffsets, n_layers, 0)
     return Z[start:start + n * layer_sizes[n_layers]].copy().reshape((n, layer_sizes[n_layers]))
 
 
@@ -484,16 +518,11 @@ def loss_grad(theta, layer_sizes, activation, X, y, grad_out):
     loss : float
     """
     n = X.shape[0]
-    offsets = layer_offsets(layer_sizes)
-    woffsets = width_offsets(layer_sizes)
-    size = buffer_size(layer_sizes, n)
-    Z = np.empty(size, dtype=theta.dtype)
-    A = np.empty(size, dtype=theta.dtype)
-    DZ = np.empty(size, dtype=theta.dtype)
-    DA = np.empty(size, dtype=theta.dtype)
-    loss = _loss_grad_rows(theta, layer_sizes, offsets, woffsets, activation, X, 0, y, 0, Z, A,
-                           DZ, DA, n, 0, n)
-    _weight_grad_rows(layer_sizes, offsets, woffsets, X, 0, A, DZ, n, 0, n, grad_out, False)
+    net = network(layer_sizes, activation)
+    work = np.empty((4, buffer_size(layer_sizes, n)), dtype=theta.dtype)
+    buf = Pass(work[0], work[1], work[2], work[3], n)
+    loss = _loss_grad_rows(theta, net, X, 0, y, 0, buf, 0, n)
+    _weight_grad_rows(net, X, 0, buf, 0, n, grad_out, False)
     return loss
 
 
@@ -514,12 +543,9 @@ def hvp(theta, layer_sizes, activation, X, y, v, out):
         Receives the product.
     """
     n = X.shape[0]
-    offsets = layer_offsets(layer_sizes)
-    woffsets = width_offsets(layer_sizes)
-    size = buffer_size(layer_sizes, n)
-    work = np.empty((7, size), dtype=theta.dtype)
-    _loss_grad_rows(theta, layer_sizes, offsets, woffsets, activation, X, 0, y, 0, work[0],
-                    work[1], work[2], work[3], n, 0, n)
-    _hvp_blocks(theta, layer_sizes, offsets, woffsets, activation, X, 0, y, n, 0,
-                np.array([0, n], dtype=np.int64), work[0], work[1], work[2], work[3], v, work[4],
-                work[5], work[6], out)
+    net = network(layer_sizes, activation)
+    work = np.empty((7, buffer_size(layer_sizes, n)), dtype=theta.dtype)
+    buf = Pass(work[0], work[1], work[2], work[3], n)
+    _loss_grad_rows(theta, net, X, 0, y, 0, buf, 0, n)
+    _hvp_blocks(theta, net, X, 0, y, buf, 0, np.array([0, n], dtype=np.int64), v,
+                (work[4], work[5], work[6]), out)
