@@ -38,6 +38,10 @@ _SEED_HIGH = np.iinfo(np.int64).max
 # (BaseMAML._exploded_loss).
 EXPLOSION_FACTOR = 1e8
 
+# The training loss is checked for a plateau once per pass over the tasks, or once per several
+# passes when one pass is fewer meta-iterations than this (BaseMAML._end_of_epoch).
+CHECK_MIN_ITERATIONS = 50
+
 _OWN_PACKAGES = tuple(os.path.dirname(os.path.abspath(module.__file__)) + os.sep
                       for module in (sys.modules[__package__], sklearn, joblib))
 
@@ -216,16 +220,20 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             # As MLPRegressor: a column vector is taken as 1-D, with a DataConversionWarning.
             y = column_or_1d(y, warn=True)
         if groups is None:
-            warnings.warn(
-                f"{type(self).__name__}.fit got X and y without groups, so all rows are treated "
-                "as ONE task. Pass the task of each row: fit(X, y, groups=task_ids). In "
-                "GridSearchCV or a Pipeline, first call "
-                "sklearn.set_config(enable_metadata_routing=True) so that groups reach fit "
-                "(cross_validate then takes them as params={'groups': task_ids}).",
-                UserWarning,
-                stacklevel=_user_stacklevel(),
-            )
+            self._warn_one_task("fit", "treated")
         return tasks_from_groups(X, y, groups)
+
+    def _warn_one_task(self, method, done):
+        """``fit``/``score`` got rows without ``groups``: all of them make one task. Said each
+        time, since a search without metadata routing would otherwise score every validation
+        fold as one task, silently."""
+        warnings.warn(
+            f"{type(self).__name__}.{method} got X and y without groups, so all rows are {done} "
+            f"as ONE task. Pass the task of each row: {method}(X, y, groups=task_ids). In "
+            "GridSearchCV or a Pipeline, first call "
+            f"sklearn.set_config(enable_metadata_routing=True) so that groups reach {method} "
+            "(cross_validate then takes them as params={'groups': task_ids}).",
+            UserWarning, stacklevel=_user_stacklevel())
 
     def _check_task_feature_names(self, tasks, names, first_set_them=True):
         """Every task's X must have the fitted columns (``feature_names_in_``, set from the first
@@ -382,7 +390,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         step = _MetaStep(self, train, n_query, meta_gradient, self._optimizer, theta,
                          batch_size, layer_sizes)
         best_theta = theta.copy() if valid is not None else None
-        epoch_losses = []
+        epoch_losses = []  # since the last check
+        pass_start = 0  # where the current pass's losses start in epoch_losses
         progress = Progress(self.max_iter, self.verbose)
         n_done = 0
         self.stop_reason_ = "max_iter"
@@ -396,12 +405,20 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                     self.n_iter_ += 1
                     n_done += 1
                     progress.tick(n_done, loss, self.validation_scores_)
-                    if end_of_epoch:  # a pass over the training tasks is complete
+                    # A check after a pass over the training tasks: every pass with validation
+                    # tasks; of the training loss, once it averages CHECK_MIN_ITERATIONS.
+                    if not end_of_epoch:
+                        continue
+                    if valid is None:
+                        self.best_loss_ = min(self.best_loss_,
+                                              float(np.mean(epoch_losses[pass_start:])))
+                        pass_start = len(epoch_losses)
+                    if valid is not None or len(epoch_losses) >= CHECK_MIN_ITERATIONS:
                         is_best, stop = self._end_of_epoch(epoch_losses, theta, valid,
                                                            layer_sizes, activation)
                         if is_best:
                             best_theta = theta.copy()
-                        epoch_losses = []
+                        epoch_losses, pass_start = [], 0
                         if stop:
                             self.stop_reason_ = stop
                             break
@@ -435,8 +452,9 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         n = self.n_iter_no_change
         return {
             "max_iter": f"max_iter={self.max_iter} reached",
-            "loss_plateau": (f"the mean query loss of the last {n} passes over the tasks was not "
-                             f"lower than that of the {n} passes before by tol={self.tol}"),
+            "loss_plateau": (f"the mean query loss of the last {n} checks (each a pass over the "
+                             f"tasks of at least {CHECK_MIN_ITERATIONS} meta-iterations) was not "
+                             f"lower than that of the {n} checks before by tol={self.tol}"),
             "validation_plateau": (f"the validation score did not improve by tol={self.tol} in "
                                    f"{n} passes over the tasks; the best θ (score "
                                    f"{self.best_validation_score_:.6g}) is kept"
@@ -473,7 +491,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         if self.best_loss_ is None:
             self.best_loss_ = np.inf
         self._no_improvement_count = 0
-        self._pass_losses = []
+        self._check_losses = []
         return theta
 
     def _training_and_validation_tasks(self, task_set, valid, rng):
@@ -558,27 +576,31 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             f"Meta-training diverged at meta-iteration {self.n_iter_ + 1}: {what}. {kept}. "
             "Lower inner_lr "
             f"(now {self.inner_lr}), n_inner_steps (now {self.n_inner_steps}) or meta_lr (now "
-            f"{self.meta_lr}), or standardise X (e.g. a StandardScaler in a Pipeline).")
+            f"{self.meta_lr}), and check that X is standardised (e.g. a StandardScaler in a "
+            "Pipeline).")
 
     def _end_of_epoch(self, epoch_losses, theta, valid, layer_sizes, activation):
-        """Convergence bookkeeping once per pass over the tasks: ``(is_best, stop)``, whether θ
-        is the best so far on the validation tasks and the ``stop_reason_`` to stop for (or None).
+        """Convergence bookkeeping at a check: ``(is_best, stop)``, whether θ is the best so far
+        on the validation tasks and the ``stop_reason_`` to stop for (or None).
 
-        Without validation tasks, the mean query loss of the last ``n_iter_no_change`` passes is
-        compared with that of the ``n_iter_no_change`` passes before them. A pass's loss is
-        noisy (fresh support/query draws, and few tasks per pass on few-task data), so comparing
-        it with the best pass so far, the lowest of many noisy values, would stop training by
-        chance while it still improves; two adjacent windows of equal length have no such bias.
-        With validation tasks (deterministic scores), as ``MLPRegressor``: stop after
-        ``n_iter_no_change`` passes without a score ``tol`` above the best.
+        Without validation tasks a check comes after a pass over the tasks, or after as many
+        passes as make ``CHECK_MIN_ITERATIONS`` meta-iterations; its loss is the mean query
+        loss since the last check, and the mean of the last ``n_iter_no_change`` checks' losses is
+        compared with that of the ``n_iter_no_change`` checks before them. The query loss is
+        noisy (fresh support/query draws at every visit). On few tasks a pass is a few
+        meta-iterations, so its mean would be as noisy as a handful of batches and a window of
+        passes too short to see a slow decrease; comparing a check with the best check so far,
+        the lowest of many noisy values, would stop a still-falling loss by chance. Checks of at
+        least ``CHECK_MIN_ITERATIONS`` meta-iterations in two adjacent windows of equal length
+        have neither problem. With validation tasks (deterministic scores), as
+        ``MLPRegressor``: after every pass, stop after ``n_iter_no_change`` passes without a
+        score ``tol`` above the best.
         """
-        epoch_loss = float(np.mean(epoch_losses))
         if valid is None:
-            self.best_loss_ = min(self.best_loss_, epoch_loss)
-            passes, n = self._pass_losses, self.n_iter_no_change
-            passes.append(epoch_loss)
-            if len(passes) >= 2 * n and (np.mean(passes[-n:]) >
-                                         np.mean(passes[-2 * n:-n]) - self.tol):
+            checks, n = self._check_losses, self.n_iter_no_change
+            checks.append(float(np.mean(epoch_losses)))
+            if len(checks) >= 2 * n and (np.mean(checks[-n:]) >
+                                         np.mean(checks[-2 * n:-n]) - self.tol):
                 return False, "loss_plateau"
             return False, None
         score = self._few_shot_score_theta(theta, layer_sizes, activation, valid, 0, None)
@@ -682,6 +704,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                              multi_output=True, y_numeric=self._target_dtype() == "numeric")
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
+        if groups is None:
+            self._warn_one_task("score", "scored")
         theta, _ = self._theta()
         task_set = tasks_from_groups(np.ascontiguousarray(X, dtype=theta.dtype), y, groups)
         task_set.targets = self._encode_score_targets(task_set)

@@ -69,16 +69,19 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         Maximum number of meta-iterations (outer updates; the paper's sinusoid run uses 70,000).
     tol : float, default=1e-4
         Improvement needed to count as progress: of the mean query loss of the last
-        ``n_iter_no_change`` passes over the tasks over that of the ``n_iter_no_change`` passes
-        before them, or of the validation score over its best with ``early_stopping``.
+        ``n_iter_no_change`` checks over that of the ``n_iter_no_change`` checks before them, or
+        of the validation score over its best with ``early_stopping``.
     n_iter_no_change : int, default=10
-        Counted in **passes over the tasks** (``max_iter`` counts meta-iterations; a pass is
-        ``ceil(n_tasks / meta_batch_size)`` of them). Without ``early_stopping``, training stops
-        when the mean query loss of the last ``n_iter_no_change`` passes is not ``tol`` lower
-        than that of the ``n_iter_no_change`` passes before (so not before
-        ``2 * n_iter_no_change`` passes). A pass's loss is noisy, all the more with few tasks;
-        comparing it with the best pass so far would stop training by chance while the loss
-        still falls. With ``early_stopping``: passes without a validation score ``tol`` above the
+        Counted in **checks**, not meta-iterations (which ``max_iter`` counts). Without
+        ``early_stopping`` a check comes at the end of a pass over the tasks (``ceil(n_tasks /
+        meta_batch_size)`` meta-iterations) once at least 50 meta-iterations have passed since
+        the last one, and training stops when the mean query loss of the last
+        ``n_iter_no_change`` checks is not ``tol`` lower than that of the ``n_iter_no_change``
+        checks before (so not before ``2 * n_iter_no_change`` checks, 1000 meta-iterations by
+        default). The query loss is noisy, all the more with few tasks, whose passes are a few
+        meta-iterations; comparing one pass with the best so far would stop training by chance
+        while the loss still falls. With ``early_stopping`` a check is every pass, and training
+        stops after ``n_iter_no_change`` passes without a validation score ``tol`` above the
         best. ``stop_reason_`` says which rule stopped a fit.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the **tasks** (or use the validation tasks given to

@@ -1,4 +1,5 @@
-"""Real grouped data: the target's scale, adaptation through a TransformedTargetRegressor."""
+"""Real grouped data: the target's scale (and adaptation through a TransformedTargetRegressor),
+why and when training stops, run-away training, warnings, and few-shot scoring of few tasks."""
 
 import warnings
 
@@ -12,6 +13,7 @@ from sklearn.preprocessing import StandardScaler
 import skmaml
 from helpers import regression_data, small_regressor
 from skmaml import FewShotScorer
+from skmaml._base import CHECK_MIN_ITERATIONS
 
 
 @pytest.fixture
@@ -141,19 +143,19 @@ def _best_so_far_stop(pass_losses, n_iter_no_change, tol):
     return None
 
 
-def test_loss_plateau_rule_is_not_fooled_by_noisy_passes():
-    """On few tasks a pass's mean query loss is noisy. Compared with the best pass so far (the
-    lowest of many noisy values), a loss still falling steadily looks flat and training stopped
-    by chance; two adjacent windows of n_iter_no_change passes do not."""
+def test_loss_plateau_rule_is_not_fooled_by_noisy_checks():
+    """A check's mean query loss is noisy. Compared with the best check so far (the lowest of
+    many noisy values), a loss still falling steadily looks flat and training stopped by chance;
+    two adjacent windows of n_iter_no_change checks do not."""
     rng = np.random.RandomState(0)
     passes = 1.0 - 0.001 * np.arange(300) + 0.005 * rng.normal(size=300)
     assert _best_so_far_stop(passes, 10, 1e-4) == 32  # stopped while falling
     est = small_regressor(n_iter_no_change=10, tol=1e-4)
-    est.best_loss_, est._pass_losses = np.inf, []
+    est.best_loss_, est._check_losses = np.inf, []
     stops = [est._end_of_epoch([loss], None, None, None, None)[1] for loss in passes]
     assert stops == [None] * 300
     # Flat noise: it stops, at the first full pair of windows that shows no progress.
-    est.best_loss_, est._pass_losses = np.inf, []
+    est.best_loss_, est._check_losses = np.inf, []
     flat = 1.0 + 0.01 * rng.normal(size=300)
     stops = [est._end_of_epoch([loss], None, None, None, None)[1] for loss in flat]
     first = stops.index("loss_plateau")
@@ -165,10 +167,17 @@ def test_stop_reason_and_verbose_say_why_training_stopped(capsys):
     X, y, g = regression_data(n_tasks=10)
     est = small_regressor(max_iter=1000, meta_batch_size=5, tol=1e6, n_iter_no_change=2,
                           verbose=1).fit(X, y, groups=g)
-    assert est.stop_reason_ == "loss_plateau" and est.n_iter_ == 8  # 2 windows of 2 passes
+    # A pass is 2 meta-iterations, so a check is 25 passes (CHECK_MIN_ITERATIONS = 50); the rule
+    # compares 2 windows of 2 checks.
+    assert CHECK_MIN_ITERATIONS == 50
+    assert est.stop_reason_ == "loss_plateau" and est.n_iter_ == 4 * 50
     out = capsys.readouterr().out
-    assert ("Stopped after 8 meta-iterations: the mean query loss of the last 2 passes over the "
-            "tasks was not lower than that of the 2 passes before by tol=1000000.0.") in out
+    assert ("Stopped after 200 meta-iterations: the mean query loss of the last 2 checks (each a "
+            "pass over the tasks of at least 50 meta-iterations) was not lower than that of the 2 "
+            "checks before by tol=1000000.0.") in out
+    # best_loss_ is still the lowest mean loss of a pass.
+    passes = np.asarray(est.loss_curve_).reshape(-1, 2).mean(axis=1)
+    assert est.best_loss_ == pytest.approx(passes.min(), rel=1e-12)
     with pytest.warns(ConvergenceWarning, match="Maximum meta-iterations"):
         est = small_regressor(max_iter=3, verbose=1).fit(X, y, groups=g)
     assert est.stop_reason_ == "max_iter"
@@ -318,3 +327,17 @@ def test_few_shot_scorer_repeated_draws_average_and_stay_deterministic(quiet):
     assert len(set(draws)) == 3
     with pytest.raises(ValueError, match="n_repeats must be a positive int"):
         FewShotScorer(n_repeats=0)
+
+
+def test_scoring_without_groups_warns_like_fit(quiet):
+    """A search without metadata routing gives the scorer no groups: it scored each validation
+    fold as one task, silently."""
+    X, y, g = regression_data(n_tasks=12)
+    est = small_regressor().fit(X, y, groups=g)
+    for score in (lambda: est.score(X, y), lambda: FewShotScorer()(est, X, y)):
+        with pytest.warns(UserWarning, match=r"MAMLRegressor.score got X and y without groups, "
+                                             r"so all rows are scored as ONE task"):
+            score()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        est.score(X, y, g)
