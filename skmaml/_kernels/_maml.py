@@ -233,6 +233,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
                          pass0.DZ, out)
         _backprop_rows(theta, net, pass0, 0, n_s_all)
     query_pass = Pass(query[0], query[1], query[2], query[3], n_q_buf)
+    task_sweep = (sweep[0], sweep[1], sweep[2])
     single_block = np.zeros(2, dtype=np.int64)
 
     grad_out[:] = 0.0
@@ -264,8 +265,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         for k in range(n_inner_steps - 1, 0, -1):
             j = 4 * (k - 1)
             step = Pass(steps[j], steps[j + 1], steps[j + 2], steps[j + 3], n_s)
-            _hvp_blocks(thetas[k], net, Xs, s0, ys, step, 0, single_block, v,
-                        (sweep[0], sweep[1], sweep[2]), grad)
+            _hvp_blocks(thetas[k], net, Xs, s0, ys, step, 0, single_block, v, task_sweep, grad)
             _sgd_step(v, grad, lr, v)
         for i in range(n_par):
             grad_out[i] += v[i]
