@@ -114,6 +114,9 @@ def make_estimator(n_inner_steps, max_iter, random_state, n_jobs, weight_init="u
                          n_inner_steps=n_inner_steps, meta_lr=META_LR, meta_optimizer="adam",
                          first_order=False, meta_batch_size=META_BATCH,
                          n_support=N_SUPPORT_TRAIN, n_query=N_QUERY_TRAIN, max_iter=max_iter,
+                         # The paper's setting: alpha on the MSE of the raw targets, and all
+                         # max_iter meta-iterations.
+                         normalize_y=False, n_iter_no_change=max_iter,
                          random_state=random_state, n_jobs=n_jobs)
 
 
