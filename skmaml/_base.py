@@ -26,6 +26,7 @@ from ._kernels._config import ACTIVATION_CODES, ALL_OTHER_ROWS
 from ._kernels._maml import inner_adapt
 from ._kernels._mlp import forward, loss_grad
 from ._kernels._numeric import all_finite
+from ._messages import counted, counted_are
 from ._optim import OPTIMIZER_NAMES, make_optimizer
 from ._parallel import MetaGradient
 from ._params import WEIGHT_INITS, check_shapes, init_theta, layer_sizes_array, pack, unpack
@@ -350,16 +351,15 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             t = impossible[0]
             raise ValueError(
                 f"{self._small_task_facts(task_set, y_kernel, t)}: too few for one support row"
-                f"{per_class} and {query} ("
-                + ("1 task is" if impossible.size == 1 else f"{impossible.size} tasks are")
-                + " too small). Drop or merge small tasks (skmaml.datasets.small_tasks lists "
-                "them)" + (", or lower n_query." if n_query > 0 else "."))
+                f"{per_class} and {query} ({counted_are(impossible.size, 'task')} too small). Drop "
+                "or merge small tasks (skmaml.datasets.small_tasks lists them)"
+                + (", or lower n_query." if n_query > 0 else "."))
         shrunk = np.flatnonzero(random_split & (largest < n_support))
         if shrunk.size and warn:
             t = shrunk[0]
             warnings.warn(
                 f"n_support={n_support}{per_class} is more than {shrunk.size} of "
-                f"{task_set.n_tasks} task{'s' if task_set.n_tasks != 1 else ''} can give while "
+                f"{counted(task_set.n_tasks, 'task')} can give while "
                 f"keeping {query}; {'it uses' if shrunk.size == 1 else 'each of them uses'} "
                 f"the largest support set it can ({self._small_task_facts(task_set, y_kernel, t)}"
                 f", so it uses {largest[t]}). Lower n_support, or drop or merge small tasks "

@@ -18,6 +18,7 @@ from ._kernels._sampling import (
     sample_unstratified_classification_episodes,
     task_class_summary,
 )
+from ._messages import counted
 
 
 class MAMLClassifier(ClassifierMixin, BaseMAML):
@@ -207,7 +208,7 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
             t = wrong[0]
             raise ValueError(
                 f"With task_labels='per_task' every task must have the same number of classes "
-                f"(N-way): {task_set.names[t]} has {_counted(n_way[t], 'class')}, expected "
+                f"(N-way): {task_set.names[t]} has {counted(n_way[t], 'class')}, expected "
                 f"{expected}.")
 
     def _encode_score_targets(self, task_set):
@@ -274,7 +275,7 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         if n_mixed:
             warnings.warn(
                 f"early_stopping holds out classes {labels[held].tolist()}: "
-                f"{_counted(valid_idx.size, 'task')} made only of them validate, "
+                f"{counted(valid_idx.size, 'task')} made only of them validate, "
                 f"{train_idx.size} without them train, and {n_mixed} that mix both "
                 f"{'is' if n_mixed == 1 else 'are'} not used. To train on every task, "
                 "pass validation tasks of other classes as X_val.", UserWarning,
@@ -318,7 +319,7 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         labels, codes = np.unique(y, return_inverse=True)
         if labels.shape[0] != self.n_outputs_:
             raise ValueError(
-                f"adapt got {_counted(labels.shape[0], 'class')} but the model was meta-trained on "
+                f"adapt got {counted(labels.shape[0], 'class')} but the model was meta-trained on "
                 f"{self.n_outputs_}-way tasks (task_labels='per_task'): give rows of exactly "
                 f"{self.n_outputs_} classes.")
         return codes.astype(np.int64), {"classes_": labels}
@@ -372,12 +373,6 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
         return self.classes_[codes]
 
 
-def _counted(n, noun):
-    """``n`` and ``noun``, in the plural unless ``n`` is 1: "1 row", "2 rows", "3 classes"."""
-    n = int(n)
-    return f"{n} {noun if n == 1 else noun + ('es' if noun.endswith('s') else 's')}"
-
-
 def _largest_supports(task_set, codes, n_query, min_query, support_per):
     """Per task, the largest ``n_support`` (in the unit of ``support_per``) it can give while
     keeping its query rows (``n_query``, or at least ``min_query`` for ``ALL_OTHER_ROWS``); < 1
@@ -408,10 +403,10 @@ def _small_task_facts(task_set, codes, labels, t, support_per):
     index ``labels``)."""
     start, end = task_set.offsets[t], task_set.offsets[t + 1]
     if support_per == "task":
-        return f"{task_set.names[t]} has {_counted(end - start, 'row')}"
+        return f"{task_set.names[t]} has {counted(end - start, 'row')}"
     counts = np.bincount(codes[start:end])
     c = np.flatnonzero(counts == counts[counts > 0].min())[0]
-    return (f"{task_set.names[t]} has {_counted(counts[c], 'row')} of class "
+    return (f"{task_set.names[t]} has {counted(counts[c], 'row')} of class "
             f"{_python_value(labels[c])!r}, its smallest, and {end - start} in all")
 
 

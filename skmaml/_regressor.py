@@ -7,6 +7,7 @@ from sklearn.metrics import r2_score
 from ._base import BaseMAML
 from ._kernels._mlp import forward
 from ._kernels._sampling import regression_episode_rows, sample_regression_episodes
+from ._messages import counted
 
 
 class MAMLRegressor(RegressorMixin, BaseMAML):
@@ -223,7 +224,7 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
 
     def _small_task_facts(self, task_set, y_kernel, t):
         n_rows = task_set.sizes()[t]
-        return f"{task_set.names[t]} has {n_rows} row{'s' if n_rows != 1 else ''}"
+        return f"{task_set.names[t]} has {counted(n_rows, 'row')}"
 
     def _episode_sampler(self, y_kernel):
         return sample_regression_episodes

@@ -33,9 +33,10 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _num_samples, check_consistent_length
 
-from ._classifier import _counted, _largest_supports, _python_value, _small_task_facts
+from ._classifier import _largest_supports, _python_value, _small_task_facts
 from ._kernels._config import ALL_OTHER_ROWS
 from ._kernels._sampling import task_class_summary
+from ._messages import counted, counted_are
 from ._tasks import group_layout
 from ._tasks import tasks_from_groups as _task_set_from_groups
 
@@ -903,11 +904,9 @@ def make_episodes(X, y, *, n_way=5, n_support=1, n_query=15, n_episodes=100, cla
     if too_small.size:
         c = too_small[0]
         raise ValueError(
-            f"class {_python_value(chosen[c])!r} has {_counted(sizes[c], 'row')}, but every class needs "
-            f"n_support + n_query = {need}; "
-            + ("1 class is" if too_small.size == 1 else f"{too_small.size} classes are")
-            + " too small. Lower n_support or n_query, or leave the small classes out of "
-            "classes.")
+            f"class {_python_value(chosen[c])!r} has {counted(sizes[c], 'row')}, but every class "
+            f"needs n_support + n_query = {need}; {counted_are(too_small.size, 'class')} too small. "
+            "Lower n_support or n_query, or leave the small classes out of classes.")
     rng = check_random_state(random_state)
     episode_rows = []
     for _ in range(n_episodes):

@@ -25,6 +25,7 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from ._kernels._config import ALL_OTHER_ROWS, RANDOM_SPLIT
+from ._messages import counted
 from ._scoring import _final_maml_step, adapt
 from ._stats import mean_confidence_interval
 from ._tasks import TaskSet
@@ -557,7 +558,7 @@ class RegressionFitDisplay:
         for steps in sorted(self.y_pred_after):
             (self.after_lines_[steps],) = ax.plot(
                 x, np.asarray(self.y_pred_after[steps]).reshape(-1),
-                label=f"after {steps} step{'s' if steps != 1 else ''}")
+                label=f"after {counted(steps, 'step')}")
         self.line_ = self.after_lines_[max(self.after_lines_)] if self.after_lines_ else None
         n_support = np.asarray(self.y_support).reshape(-1).shape[0]
         self.support_points_ = ax.scatter(
