@@ -125,6 +125,7 @@ def build_skmaml(layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq):
     """skmaml's meta-iteration as ``(step, get_loss)`` on the (T, K, d) batch, flattened."""
     from skmaml._kernels._config import RELU
     from skmaml._kernels._maml import meta_batch_grad, workspace_size
+    from skmaml._kernels._rules import plain_rule
     from skmaml._optim import AdamOptimizer
 
     n_tasks, n_s, n_q = Xs.shape[0], Xs.shape[1], Xq.shape[1]
@@ -138,13 +139,14 @@ def build_skmaml(layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq):
     task_losses = np.empty(n_tasks, dtype=theta.dtype)
     optimizer = AdamOptimizer(META_LR)
     # Scratch memory kept across iterations, as the estimator's fit keeps it.
-    workspace = np.empty(workspace_size(sizes, s_off, q_off, n_steps, first_order),
+    rule = plain_rule(INNER_LR, theta.dtype)
+    workspace = np.empty(workspace_size(sizes, s_off, q_off, n_steps, first_order, rule),
                          dtype=theta.dtype)
     last = [float("nan")]
 
     def step():
         last[0] = meta_batch_grad(theta, sizes, RELU, Xs2, ys2, s_off, Xq2, yq2, q_off,
-                                  INNER_LR, n_steps, first_order, grad, task_losses, workspace)
+                                  rule, n_steps, first_order, grad, task_losses, workspace)
         optimizer.update(theta, grad)
 
     return step, lambda: float(last[0])
@@ -570,6 +572,7 @@ c0 = time.process_time()
 t0 = time.perf_counter()
 from skmaml._kernels._maml import meta_batch_grad
 from skmaml._kernels._config import RELU
+from skmaml._kernels._rules import plain_rule
 from skmaml._optim import AdamOptimizer
 t1 = time.perf_counter()
 c1 = time.process_time()
@@ -589,12 +592,14 @@ grad = np.empty_like(theta); losses = np.empty(T, dtype=np.float32)
 opt = AdamOptimizer(0.001)
 c2 = time.process_time()
 t2 = time.perf_counter()
-meta_batch_grad(theta, sizes, RELU, Xs, ys, off, Xq, yq, off, 0.01, 1, False, grad, losses)
+meta_batch_grad(theta, sizes, RELU, Xs, ys, off, Xq, yq, off, plain_rule(0.01, np.float32), 1,
+                False, grad, losses)
 t3 = time.perf_counter()
 opt.update(theta, grad)
 t4 = time.perf_counter()
 c4 = time.process_time()
-meta_batch_grad(theta, sizes, RELU, Xs, ys, off, Xq, yq, off, 0.01, 1, False, grad, losses)
+meta_batch_grad(theta, sizes, RELU, Xs, ys, off, Xq, yq, off, plain_rule(0.01, np.float32), 1,
+                False, grad, losses)
 opt.update(theta, grad)
 t5 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "grad": t3 - t2, "update": t4 - t3, "second": t5 - t4,

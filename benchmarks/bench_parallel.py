@@ -136,6 +136,7 @@ class MetaIteration:
 
     def __init__(self, workload, data, n_jobs, seed=0):
         from skmaml._kernels._config import RELU
+        from skmaml._kernels._rules import plain_rule
         from skmaml._kernels._sampling import sample_regression_episodes
         from skmaml._optim import make_optimizer
         from skmaml._parallel import MetaGradient
@@ -148,7 +149,8 @@ class MetaIteration:
         self.theta = init_theta(self.layer_sizes, "relu", self.rng, workload["dtype"])
         self.optimizer = make_optimizer("adam", workload["meta_lr"], self.theta.shape[0],
                                         workload["dtype"])
-        self.meta_gradient = MetaGradient(self.layer_sizes, RELU, workload["inner_lr"],
+        self.meta_gradient = MetaGradient(self.layer_sizes, RELU,
+                                          plain_rule(workload["inner_lr"], workload["dtype"]),
                                           workload["n_steps"], workload["first_order"], n_jobs)
         self.sample = sample_regression_episodes
         self.batch_size = workload["batch"]

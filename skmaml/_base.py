@@ -22,6 +22,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from ._adaptation import LEARN_INNER_LR, Layout
 from ._kernels._config import ACTIVATION_CODES, ALL_OTHER_ROWS
 from ._kernels._maml import inner_adapt
 from ._kernels._mlp import forward, loss_grad
@@ -69,6 +70,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         "weight_init": [StrOptions(set(WEIGHT_INITS))],
         "inner_lr": [Interval(Real, 0, None, closed="left")],
         "n_inner_steps": [Interval(Integral, 0, None, closed="left")],
+        "learn_inner_lr": [StrOptions(set(LEARN_INNER_LR)), None],
+        "adapted_layers": [StrOptions({"all"}), Interval(Integral, 1, None, closed="left")],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "meta_optimizer": [StrOptions(set(OPTIMIZER_NAMES))],
         "first_order": ["boolean"],
@@ -94,14 +97,16 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
 
     @abstractmethod
     def __init__(self, hidden_layer_sizes, activation, *, weight_init, inner_lr, n_inner_steps,
-                 meta_lr, meta_optimizer, first_order, meta_batch_size, n_support, n_query,
-                 max_iter, tol, n_iter_no_change, early_stopping, validation_fraction, warm_start,
-                 random_state, n_jobs, verbose):
+                 learn_inner_lr, adapted_layers, meta_lr, meta_optimizer, first_order,
+                 meta_batch_size, n_support, n_query, max_iter, tol, n_iter_no_change,
+                 early_stopping, validation_fraction, warm_start, random_state, n_jobs, verbose):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.weight_init = weight_init
         self.inner_lr = inner_lr
         self.n_inner_steps = n_inner_steps
+        self.learn_inner_lr = learn_inner_lr
+        self.adapted_layers = adapted_layers
         self.meta_lr = meta_lr
         self.meta_optimizer = meta_optimizer
         self.first_order = first_order
@@ -376,7 +381,9 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         rng = check_random_state(self.random_state)
         layer_sizes = layer_sizes_array(task_set.X.shape[1], hidden, n_outputs)
         activation = ACTIVATION_CODES[self.activation]
-        theta = self._initialize(layer_sizes, task_set.X.dtype, rng)
+        layout = self._layout(layer_sizes)
+        # theta: the parameter vector meta-training moves, θ then any learned step sizes.
+        theta = self._initialize(layer_sizes, task_set.X.dtype, rng, layout)
         self.n_layers_ = len(hidden) + 2
         train, valid = self._training_and_validation_tasks(task_set, valid, rng)
         batch_size = self.meta_batch_size
@@ -385,8 +392,9 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                           f"tasks ({train.n_tasks}); using {train.n_tasks}.", UserWarning,
                           stacklevel=_user_stacklevel())
             batch_size = train.n_tasks
-        meta_gradient = MetaGradient(layer_sizes, activation, self.inner_lr, self.n_inner_steps,
-                                     self.first_order, self.n_jobs)
+        meta_gradient = MetaGradient(layer_sizes, activation,
+                                     layout.kernel_rule(theta, self.inner_lr)[1],
+                                     self.n_inner_steps, self.first_order, self.n_jobs)
         step = _MetaStep(self, train, n_query, meta_gradient, self._optimizer, theta,
                          batch_size, layer_sizes)
         best_theta = theta.copy() if valid is not None else None
@@ -462,25 +470,42 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             "interrupted": "interrupted by the user (KeyboardInterrupt)",
         }[self.stop_reason_]
 
-    def _initialize(self, layer_sizes, dtype, rng):
-        """θ and the meta-optimiser, fresh or restored (``warm_start``), and the fitted history
-        (continued by ``warm_start``, started afresh otherwise or when there is none, e.g.
-        ``coefs_`` set by hand on an unfitted estimator)."""
+    def _layout(self, layer_sizes):
+        """Where the adaptation rule of the current options puts step sizes
+        (:class:`._adaptation.Layout`); raises a ValueError for options the network cannot
+        take."""
+        return Layout(self.learn_inner_lr, self.adapted_layers, self.n_inner_steps, layer_sizes)
+
+    def _initialize(self, layer_sizes, dtype, rng, layout):
+        """The parameter vector (θ, then the learned step sizes, if any) and the meta-optimiser,
+        fresh or restored (``warm_start``), and the fitted history (continued by ``warm_start``,
+        started afresh otherwise or when there is none, e.g. ``coefs_`` set by hand on an
+        unfitted estimator). Learned step sizes carry over when the adaptation rule is the one
+        they were learned for, and start again at ``inner_lr`` otherwise."""
         warm = self.warm_start and hasattr(self, "coefs_")
+        rates = layout.initial_rates(self.inner_lr, dtype)
         if warm:
             check_shapes(self.coefs_, self.intercepts_, layer_sizes)
             theta = pack(self.coefs_, self.intercepts_, dtype)
+            if (layout.learn and getattr(self, "inner_lr_coefs_", None) is not None
+                    and getattr(self, "_rate_signature", None) == layout.signature()):
+                rates = layout.from_attributes(self.inner_lr_coefs_, self.inner_lr_intercepts_,
+                                               dtype, "")
+            theta = np.concatenate([theta, rates])
             optimizer = getattr(self, "_optimizer", None)
             if (optimizer is None or optimizer.name != self.meta_optimizer
-                    or optimizer.learning_rate != float(self.meta_lr)):
+                    or optimizer.learning_rate != float(self.meta_lr)
+                    or getattr(self, "_rate_signature", None) != layout.signature()):
                 optimizer = make_optimizer(self.meta_optimizer, self.meta_lr, theta.shape[0],
                                            dtype)
             elif getattr(optimizer, "m", None) is not None and optimizer.m.dtype != dtype:
                 optimizer.reset(theta.shape[0], dtype)
         else:
-            theta = init_theta(layer_sizes, self.activation, rng, dtype, self.weight_init)
+            theta = np.concatenate([init_theta(layer_sizes, self.activation, rng, dtype,
+                                               self.weight_init), rates])
             optimizer = make_optimizer(self.meta_optimizer, self.meta_lr, theta.shape[0], dtype)
         self._optimizer = optimizer
+        self._rate_signature = layout.signature()
         if not warm or not hasattr(self, "loss_curve_"):
             self.loss_curve_ = []
             self.n_iter_ = 0
@@ -525,19 +550,19 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         order = rng.permutation(task_set.n_tasks)
         return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
-    def _mean_query_loss(self, theta, layer_sizes, activation, episodes, n_inner_steps=None):
-        """The mean query loss of a batch's tasks after adapting from ``theta`` with
-        ``n_inner_steps`` (default the estimator's) steps: adaptation and the loss only, no
-        meta-gradient, no second-order sweep."""
+    def _mean_query_loss(self, params, layer_sizes, activation, episodes, n_inner_steps=None):
+        """The mean query loss of a batch's tasks after adapting from ``params`` (θ and any
+        learned step sizes) with ``n_inner_steps`` (default the estimator's) steps: adaptation
+        and the loss only, no meta-gradient, no second-order sweep."""
         if n_inner_steps is None:
             n_inner_steps = self.n_inner_steps
+        theta, rule = self._layout(layer_sizes).kernel_rule(params, self.inner_lr)
         Xs, ys, s_off, Xq, yq, q_off = episodes
         gradient = np.empty_like(theta)
         losses = []
         for t in range(s_off.shape[0] - 1):
             adapted = inner_adapt(theta, layer_sizes, activation, Xs[s_off[t]:s_off[t + 1]],
-                                  ys[s_off[t]:s_off[t + 1]], float(self.inner_lr),
-                                  int(n_inner_steps))
+                                  ys[s_off[t]:s_off[t + 1]], rule, int(n_inner_steps))
             losses.append(loss_grad(adapted, layer_sizes, activation, Xq[q_off[t]:q_off[t + 1]],
                                     yq[q_off[t]:q_off[t + 1]], gradient))
         return float(np.mean(losses))
@@ -618,23 +643,34 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     def _last_validation_score(self):
         return self.validation_scores_[-1] if self.validation_scores_ else None
 
-    def _set_theta(self, theta, layer_sizes):
-        self.coefs_, self.intercepts_ = unpack(theta, layer_sizes)
+    def _set_theta(self, params, layer_sizes):
+        """The fitted attributes of a parameter vector: θ (``coefs_``, ``intercepts_``) and the
+        learned step sizes (``inner_lr_coefs_``, ``inner_lr_intercepts_``; None if not
+        learned)."""
+        layout = self._layout(layer_sizes)
+        self.coefs_, self.intercepts_ = unpack(params[:layout.n_theta], layer_sizes)
+        self.inner_lr_coefs_, self.inner_lr_intercepts_ = layout.to_attributes(
+            params[layout.n_theta:])
 
     # ---------------------------------------------------------------------------------------------
     # Using the meta-learned parameters
     # ---------------------------------------------------------------------------------------------
 
     def _theta(self):
-        """Flat θ (in the dtype of the fitted parameters) and the kernels' layer sizes."""
+        """The fitted parameter vector (θ, then any learned step sizes, in the dtype of the
+        fitted parameters) and the kernels' layer sizes."""
         dtype = self.coefs_[0].dtype
         layer_sizes = np.array([self.coefs_[0].shape[0]] + [W.shape[1] for W in self.coefs_],
                                dtype=np.int64)
         # The kernels index θ by these sizes with no bounds check: parameters that do not chain
         # (set by hand, or edited in a saved file) are refused here rather than read past.
-        check_shapes(self.coefs_, self.intercepts_, layer_sizes,
-                     remedy="They were changed after fitting: refit the model.")
-        return pack(self.coefs_, self.intercepts_, dtype), layer_sizes
+        remedy = "They were changed after fitting: refit the model."
+        check_shapes(self.coefs_, self.intercepts_, layer_sizes, remedy=remedy)
+        rates = self._layout(layer_sizes).from_attributes(
+            getattr(self, "inner_lr_coefs_", None), getattr(self, "inner_lr_intercepts_", None),
+            dtype, "The model and learn_inner_lr, adapted_layers or n_inner_steps were changed "
+            "after fitting: refit the model.")
+        return np.concatenate([pack(self.coefs_, self.intercepts_, dtype), rates]), layer_sizes
 
     def _raw_output(self, X):
         check_is_fitted(self)
@@ -671,11 +707,12 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             raise ValueError(f"n_inner_steps must be a non-negative int, got {n_inner_steps!r}.")
         X, y = validate_data(self, X, y, reset=False, dtype=[np.float64, np.float32],
                              multi_output=True, y_numeric=self._target_dtype() == "numeric")
-        theta, layer_sizes = self._theta()
+        params, layer_sizes = self._theta()
+        theta, rule = self._layout(layer_sizes).kernel_rule(params, self.inner_lr)
         X = np.ascontiguousarray(X, dtype=theta.dtype)
         y_kernel, adapted_attributes = self._encode_adapt_targets(y)
         adapted = inner_adapt(theta, layer_sizes, ACTIVATION_CODES[self.activation], X,
-                              y_kernel, float(self.inner_lr), int(n_inner_steps))
+                              y_kernel, rule, int(n_inner_steps))
         if not np.isfinite(adapted).all():
             raise ValueError(
                 "Adaptation diverged: the adapted parameters are not finite. Lower inner_lr "
@@ -688,7 +725,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 setattr(model, name, list(value))
             elif name.startswith("_") and hasattr(value, "__dict__"):
                 setattr(model, name, copy.deepcopy(value))
-        model._set_theta(adapted, layer_sizes)
+        model._set_theta(np.concatenate([adapted, params[theta.shape[0]:]]), layer_sizes)
         for name, value in adapted_attributes.items():
             setattr(model, name, value)
         return model
@@ -736,6 +773,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         if n_inner_steps is None:
             n_inner_steps = self.n_inner_steps
         X = task_set.X
+        theta, rule = self._layout(layer_sizes).kernel_rule(theta, self.inner_lr)
         s_rows, ys, s_off, q_rows, yq, q_off = self._few_shot_episodes(task_set, rng)
         scores = []
         for t in range(task_set.n_tasks):
@@ -748,8 +786,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                 kwargs = {} if w_t is None else {"sample_weight": w_t}
                 scores.append(scorer(model, Xq_t, self._decode_targets(yq_t), **kwargs))
                 continue
-            adapted = inner_adapt(theta, layer_sizes, activation, Xs_t, ys_t,
-                                  float(self.inner_lr), int(n_inner_steps))
+            adapted = inner_adapt(theta, layer_sizes, activation, Xs_t, ys_t, rule,
+                                  int(n_inner_steps))
             scores.append(self._task_score(adapted, layer_sizes, activation, Xq_t, yq_t, w_t))
         return scores
 

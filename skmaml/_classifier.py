@@ -44,9 +44,9 @@ class MAMLClassifier(ClassifierMixin, BaseMAML):
 
     Parameters
     ----------
-    hidden_layer_sizes, activation, weight_init, inner_lr, n_inner_steps, meta_lr, \
-meta_optimizer, first_order, meta_batch_size, max_iter, tol, n_iter_no_change, early_stopping, \
-validation_fraction, warm_start, random_state, n_jobs, verbose
+    hidden_layer_sizes, activation, weight_init, inner_lr, n_inner_steps, learn_inner_lr, \
+adapted_layers, meta_lr, meta_optimizer, first_order, meta_batch_size, max_iter, tol, \
+n_iter_no_change, early_stopping, validation_fraction, warm_start, random_state, n_jobs, verbose
         As in :class:`MAMLRegressor` (α = ``inner_lr``, β = ``meta_lr``, N = ``n_inner_steps``).
     n_support : int, default=5
         K, support rows of each task and visit: **per class** (``support_per="class"``) or in
@@ -86,8 +86,9 @@ validation_fraction, warm_start, random_state, n_jobs, verbose
     classes_ : ndarray of shape (n_classes,)
         ``"shared"``: the class labels. ``"per_task"``: ``arange(n_way)`` for the meta-learned
         model, and the task's own labels on a model returned by :meth:`adapt`.
-    coefs_, intercepts_, n_iter_, stop_reason_, loss_curve_, best_loss_, validation_scores_, \
-best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
+    coefs_, intercepts_, inner_lr_coefs_, inner_lr_intercepts_, n_iter_, stop_reason_, \
+loss_curve_, best_loss_, validation_scores_, best_validation_score_, n_features_in_, \
+feature_names_in_, n_layers_, n_outputs_
         As in :class:`MAMLRegressor` (scores are few-shot accuracy).
 
     Examples
@@ -115,7 +116,8 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
     }
 
     def __init__(self, hidden_layer_sizes=(40, 40), activation="relu", *,
-                 weight_init="uniform_fan_in", inner_lr=0.01, n_inner_steps=1, meta_lr=0.001,
+                 weight_init="uniform_fan_in", inner_lr=0.01, n_inner_steps=1,
+                 learn_inner_lr=None, adapted_layers="all", meta_lr=0.001,
                  meta_optimizer="adam", first_order=False,
                  meta_batch_size=25, n_support=5, n_query=None, support_per="class",
                  task_labels="shared", max_iter=1000, tol=1e-4, n_iter_no_change=10,
@@ -123,7 +125,8 @@ best_validation_score_, n_features_in_, feature_names_in_, n_layers_, n_outputs_
                  random_state=None, n_jobs=None, verbose=0):
         super().__init__(
             hidden_layer_sizes, activation, weight_init=weight_init, inner_lr=inner_lr,
-            n_inner_steps=n_inner_steps, meta_lr=meta_lr, meta_optimizer=meta_optimizer,
+            n_inner_steps=n_inner_steps, learn_inner_lr=learn_inner_lr,
+            adapted_layers=adapted_layers, meta_lr=meta_lr, meta_optimizer=meta_optimizer,
             first_order=first_order, meta_batch_size=meta_batch_size, n_support=n_support,
             n_query=n_query, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,

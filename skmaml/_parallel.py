@@ -20,6 +20,7 @@ from joblib import effective_n_jobs, parallel_config
 from threadpoolctl import threadpool_limits
 
 from ._kernels._maml import meta_batch_grad, workspace_size
+from ._kernels._mlp import n_params
 from ._kernels._numeric import mean_loss
 
 # Below this much estimated work per chunk, a thread hand-off and the smaller step-0 products of a
@@ -85,10 +86,13 @@ class MetaGradient:
     with BLAS threads and results do not depend on the BLAS thread count.
     """
 
-    def __init__(self, layer_sizes, activation, inner_lr, n_inner_steps, first_order, n_jobs):
+    def __init__(self, layer_sizes, activation, rule, n_inner_steps, first_order, n_jobs):
         self.layer_sizes = layer_sizes
         self.activation = activation
-        self.inner_lr = float(inner_lr)
+        # The kernels' adaptation rule; when it learns its step sizes, they are the tail of the
+        # parameter vector of each call, after θ.
+        self.rule = rule
+        self.n_theta = int(n_params(layer_sizes))
         self.n_inner_steps = int(n_inner_steps)
         self.first_order = bool(first_order)
         self.n_threads = resolve_n_jobs(n_jobs)
@@ -119,18 +123,22 @@ class MetaGradient:
         while len(self._workspaces) <= chunk:
             self._workspaces.append(np.empty(0, dtype=theta.dtype))
         needed = workspace_size(self.layer_sizes, s_offsets, q_offsets, self.n_inner_steps,
-                                self.first_order)
+                                self.first_order, self.rule)
         workspace = self._workspaces[chunk]
         if workspace.shape[0] < needed or workspace.dtype != theta.dtype:
             workspace = np.empty(needed + needed // 4, dtype=theta.dtype)
             self._workspaces[chunk] = workspace
         return workspace
 
-    def _kernel(self, theta, Xs, ys, s_offsets, Xq, yq, q_offsets, grad, task_losses, workspace):
+    def _kernel(self, params, Xs, ys, s_offsets, Xq, yq, q_offsets, grad, task_losses,
+                workspace):
         """The kernel on a whole batch or one chunk: its one call site."""
-        return meta_batch_grad(theta, self.layer_sizes, self.activation, Xs, ys, s_offsets, Xq,
-                               yq, q_offsets, self.inner_lr, self.n_inner_steps, self.first_order,
-                               grad, task_losses, workspace)
+        rule = self.rule
+        if rule.learn:
+            rule = rule._replace(rates=params[self.n_theta:])
+        return meta_batch_grad(params[:self.n_theta], self.layer_sizes, self.activation, Xs, ys,
+                               s_offsets, Xq, yq, q_offsets, rule, self.n_inner_steps,
+                               self.first_order, grad, task_losses, workspace)
 
     def _chunk(self, theta, Xs, ys, s_offsets, Xq, yq, q_offsets, t0, t1, grad, task_losses,
                workspace):
@@ -140,7 +148,10 @@ class MetaGradient:
                      yq[q0:q1], q_offsets[t0:t1 + 1] - q0, grad, task_losses[t0:t1], workspace)
 
     def __call__(self, theta, Xs, ys, s_offsets, Xq, yq, q_offsets, grad_out, task_losses):
-        """Mean query loss; writes the mean meta-gradient into ``grad_out``."""
+        """Mean query loss; writes the mean meta-gradient into ``grad_out``.
+
+        ``theta`` is the parameter vector: θ, followed by the step sizes when the rule learns
+        them (and ``grad_out`` then has their gradient after θ's)."""
         n_tasks = s_offsets.shape[0] - 1
         # Most batches are far below two chunks of work: decide that from the row totals, in
         # O(1), rather than plan chunks with several NumPy calls at every meta-iteration.

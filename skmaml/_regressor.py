@@ -46,6 +46,22 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         α, the step size of the inner (adaptation) gradient steps.
     n_inner_steps : int, default=1
         N, the number of inner steps during meta-training and, by default, in :meth:`adapt`.
+    learn_inner_lr : {None, "per_parameter", "per_layer_step"}, default=None
+        Meta-learn the inner step sizes with θ (by the same meta-optimiser, through the same
+        exact meta-gradient), starting from ``inner_lr``. ``None``: one fixed step size
+        ``inner_lr`` (MAML). ``"per_parameter"``: one step size per parameter, the same at every
+        step (Meta-SGD; Li et al., 2017). ``"per_layer_step"``: one per weight matrix, one per
+        bias vector, and per inner step (MAML++'s LSLR; Antoniou et al., 2019); an ``adapt``
+        with more steps than were learned reuses the last step's sizes. The learned sizes are
+        ``inner_lr_coefs_`` and ``inner_lr_intercepts_``, used by :meth:`adapt`,
+        :meth:`score` and :class:`FewShotScorer`. They are not constrained to be positive, as in
+        both papers. See "Adaptation rules" in the user guide.
+    adapted_layers : "all" or int, default="all"
+        Which layers the inner loop adapts: all, or the last ``k`` weight layers (``1``: the
+        output layer only, ANIL; Raghu et al., 2020). The other layers (the body) are still
+        meta-learned, through the query loss, but stay fixed during adaptation, and their
+        forward pass over a task's support rows is computed once, not at every inner step. At
+        most the number of weight layers (``len(hidden_layer_sizes) + 1``).
     meta_lr : float, default=0.001
         β, the meta step size.
     meta_optimizer : {"adam", "sgd"}, default="adam"
@@ -112,6 +128,12 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         Meta-learned weight matrices; ``coefs_[i]`` maps layer i to layer i + 1.
     intercepts_ : list of ndarray
         Meta-learned bias vectors.
+    inner_lr_coefs_, inner_lr_intercepts_ : list of ndarray or None
+        The learned inner step sizes (``learn_inner_lr``), one array per layer:
+        ``"per_parameter"``: shaped like ``coefs_[i]`` / ``intercepts_[i]``;
+        ``"per_layer_step"``: of shape ``(n_inner_steps,)``, the size of that layer's weights /
+        biases at each step. Layers not adapted (``adapted_layers``) have size 0. None when the
+        step size is the fixed ``inner_lr``.
     n_iter_ : int
         Meta-iterations run.
     stop_reason_ : str
@@ -153,7 +175,8 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
     """
 
     def __init__(self, hidden_layer_sizes=(40, 40), activation="relu", *,
-                 weight_init="uniform_fan_in", inner_lr=0.01, n_inner_steps=1, meta_lr=0.001,
+                 weight_init="uniform_fan_in", inner_lr=0.01, n_inner_steps=1,
+                 learn_inner_lr=None, adapted_layers="all", meta_lr=0.001,
                  meta_optimizer="adam", first_order=False,
                  meta_batch_size=25, n_support=10, n_query=None, normalize_y=True,
                  max_iter=1000, tol=1e-4,
@@ -161,7 +184,8 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
                  warm_start=False, random_state=None, n_jobs=None, verbose=0):
         super().__init__(
             hidden_layer_sizes, activation, weight_init=weight_init, inner_lr=inner_lr,
-            n_inner_steps=n_inner_steps, meta_lr=meta_lr, meta_optimizer=meta_optimizer,
+            n_inner_steps=n_inner_steps, learn_inner_lr=learn_inner_lr,
+            adapted_layers=adapted_layers, meta_lr=meta_lr, meta_optimizer=meta_optimizer,
             first_order=first_order, meta_batch_size=meta_batch_size, n_support=n_support,
             n_query=n_query, max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,

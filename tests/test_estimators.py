@@ -24,6 +24,7 @@ from skmaml import FewShotScorer, MAMLClassifier, MAMLRegressor
 from skmaml._base import BaseMAML
 from skmaml._kernels._config import ACTIVATION_CODES
 from skmaml._kernels._maml import meta_batch_grad
+from skmaml._kernels._rules import plain_rule
 from skmaml._params import init_theta, layer_sizes_array, pack, unpack
 from skmaml.datasets import _flatten as _flat
 from skmaml.datasets import make_sinusoid_tasks
@@ -69,7 +70,8 @@ def _reference_sgd_step(theta0, layer_sizes, activation, tasks, inner_lr, n_step
     grad = np.empty_like(theta0)
     losses = np.empty(len(tasks), dtype=theta0.dtype)
     loss = meta_batch_grad(theta0, layer_sizes, ACTIVATION_CODES[activation], Xs, ys, s_off,
-                           Xq, yq, q_off, inner_lr, n_steps, first_order, grad, losses)
+                           Xq, yq, q_off, plain_rule(inner_lr, theta0.dtype), n_steps, first_order,
+                           grad, losses)
     return theta0 - theta0.dtype.type(meta_lr) * grad, loss
 
 

@@ -20,6 +20,7 @@ import pytest
 import naive
 from skmaml._kernels import _maml, _mlp
 from skmaml._kernels._config import ACTIVATION_CODES, IDENTITY, LOGISTIC, RELU, TANH
+from skmaml._kernels._rules import Rule, plain_rule
 
 ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]
 # (loss kind, number of outputs): 1 and 3 outputs for regression, 2 and 4 classes for CE
@@ -104,9 +105,20 @@ def k_hvp(theta, sizes, code, X, y, v):
     return out
 
 
+def as_rule(lr, dtype):
+    """A step size as the kernels take it: a Rule (a float is plain MAML's one-entry rule)."""
+    return lr if isinstance(lr, Rule) else plain_rule(lr, dtype)
+
+
+def k_inner_adapt(theta, sizes, code, Xs, ys, lr, n_steps):
+    return _maml.inner_adapt(theta, sizes, code, Xs, ys, as_rule(lr, theta.dtype), n_steps)
+
+
 def k_task_meta_grad(theta, sizes, code, Xs, ys, Xq, yq, lr, n_steps, first_order):
-    g = np.full(theta.shape[0], np.nan, dtype=theta.dtype)
-    loss = _maml.task_meta_grad(theta, sizes, code, Xs, ys, Xq, yq, lr, n_steps,
+    rule = as_rule(lr, theta.dtype)
+    n_rates = rule.rates.shape[0] if rule.learn else 0
+    g = np.full(theta.shape[0] + n_rates, np.nan, dtype=theta.dtype)
+    loss = _maml.task_meta_grad(theta, sizes, code, Xs, ys, Xq, yq, rule, n_steps,
                                 first_order, g)
     return loss, g
 
@@ -222,7 +234,7 @@ def test_second_order_meta_grad_vs_fd(activation, loss_kind, n_out, n_steps):
     theta_before = theta.copy()
 
     def adapted_query_loss(t):
-        tn = _maml.inner_adapt(t, sizes, code, Xs, ys, INNER_LR, n_steps)
+        tn = k_inner_adapt(t, sizes, code, Xs, ys, INNER_LR, n_steps)
         return naive.loss(tn, sizes, activation, Xq, yq)
 
     lq, g = k_task_meta_grad(theta, sizes, code, Xs, ys, Xq, yq, INNER_LR, n_steps, False)
@@ -246,11 +258,11 @@ def test_inner_adapt_and_first_order(activation, loss_kind, n_out):
     n_steps = 3
 
     # inner_adapt vs the naive loop; N=0 returns theta itself (as a value)
-    tn = _maml.inner_adapt(theta, sizes, code, Xs, ys, INNER_LR, n_steps)
+    tn = k_inner_adapt(theta, sizes, code, Xs, ys, INNER_LR, n_steps)
     assert tn.dtype == np.float64 and tn.shape == theta.shape
     assert_vec_close(tn, naive.inner_adapt(theta, sizes, activation, Xs, ys, INNER_LR, n_steps),
                      what="inner_adapt")
-    t0 = _maml.inner_adapt(theta, sizes, code, Xs, ys, INNER_LR, 0)
+    t0 = k_inner_adapt(theta, sizes, code, Xs, ys, INNER_LR, 0)
     np.testing.assert_array_equal(t0, theta)
 
     # first order == grad of the query loss at the kernel's adapted parameters
@@ -307,7 +319,7 @@ def test_meta_batch_grad_ragged(activation, loss_kind, n_out, first_order):
     g = np.full(theta.shape[0], np.nan)
     task_losses = np.full(len(tasks), np.nan)
     mean_loss = _maml.meta_batch_grad(theta, sizes, code, Xs, ys, s_off, Xq, yq, q_off,
-                                      INNER_LR, n_steps, first_order, g, task_losses)
+                                      plain_rule(INNER_LR, theta.dtype), n_steps, first_order, g, task_losses)
 
     per = [k_task_meta_grad(theta, sizes, code, *t, INNER_LR, n_steps, first_order)
            for t in tasks]
@@ -361,9 +373,9 @@ def test_float32_matches_float64(activation, loss_kind, n_out):
     assert_vec_close(hv32, k_hvp(th64, sizes, code, Xs64, ys64, v64), rtol=RTOL32, atol=0.0,
                      what="hvp float32")
 
-    tn32 = _maml.inner_adapt(th32, sizes, code, Xs32, ys32, INNER_LR, 2)
+    tn32 = k_inner_adapt(th32, sizes, code, Xs32, ys32, INNER_LR, 2)
     assert tn32.dtype == np.float32, "inner_adapt silently upcast float32 to %s" % tn32.dtype
-    assert_vec_close(tn32, _maml.inner_adapt(th64, sizes, code, Xs64, ys64, INNER_LR, 2),
+    assert_vec_close(tn32, k_inner_adapt(th64, sizes, code, Xs64, ys64, INNER_LR, 2),
                      rtol=RTOL32, atol=0.0, what="inner_adapt float32")
 
     for first_order in (False, True):
@@ -404,7 +416,7 @@ def test_linear_model_closed_form(n_steps):
     expected_grad = AN @ (Hq @ theta_N - cq)
     expected_loss = np.mean((Xtq @ theta_N - yq[:, 0]) ** 2)
 
-    assert_vec_close(_maml.inner_adapt(theta, sizes, IDENTITY, Xs, ys, a, n_steps), theta_N,
+    assert_vec_close(k_inner_adapt(theta, sizes, IDENTITY, Xs, ys, a, n_steps), theta_N,
                      what="closed-form theta_N")
     H_col = k_hvp(theta, sizes, IDENTITY, Xs, ys, np.eye(d + 1)[1])
     assert_vec_close(H_col, Hs[:, 1], what="closed-form Hessian column")

@@ -8,6 +8,7 @@ from threadpoolctl import threadpool_info
 from skmaml import MAMLClassifier, MAMLRegressor
 from skmaml._kernels._config import RELU
 from skmaml._kernels._maml import meta_batch_grad
+from skmaml._kernels._rules import plain_rule
 from skmaml._parallel import (
     MAX_CHUNKS,
     MIN_CHUNK_FLOPS,
@@ -70,9 +71,10 @@ def test_chunked_meta_gradient_equals_one_batch(first_order):
     Y = np.sin(X.sum(axis=1, keepdims=True))
     direct, chunked = np.empty_like(theta), np.empty_like(theta)
     losses_direct, losses_chunked = np.empty(10), np.empty(10)
-    loss = meta_batch_grad(theta, layer_sizes, RELU, X, Y, offsets, X, Y, offsets, 0.05, 2,
-                           first_order, direct, losses_direct)
-    with MetaGradient(layer_sizes, RELU, 0.05, 2, first_order, n_jobs=2) as meta_gradient:
+    loss = meta_batch_grad(theta, layer_sizes, RELU, X, Y, offsets, X, Y, offsets,
+                           plain_rule(0.05, theta.dtype), 2, first_order, direct, losses_direct)
+    with MetaGradient(layer_sizes, RELU, plain_rule(0.05, theta.dtype), 2, first_order,
+                      n_jobs=2) as meta_gradient:
         assert chunk_bounds(offsets, offsets, meta_gradient.support_flops,
                             meta_gradient.query_flops).shape[0] > 2
         loss_chunked = meta_gradient(theta, X, Y, offsets, X, Y, offsets, chunked,

@@ -26,3 +26,10 @@ ALL_OTHER_ROWS = -1
 # ``fixed_support`` of a task whose support/query split is drawn afresh at each visit (a 2-tuple
 # task); ``s >= 0`` is a given split's number of support rows (a 4-tuple task).
 RANDOM_SPLIT = -1
+
+# How the inner step sizes of an adaptation rule are shared (``_rules.Rule.sharing``): one step
+# size for all adapted parameters (plain MAML's α, or one per step), one per weight matrix and per
+# bias vector (MAML++'s LSLR, with one set per step), or one per parameter (Meta-SGD).
+ONE_RATE = 0
+PER_LAYER = 1
+PER_PARAMETER = 2

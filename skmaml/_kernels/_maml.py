@@ -1,18 +1,28 @@
 """MAML kernels: inner adaptation and the meta-gradient, per task and over a ragged meta-batch.
 
 Vocabulary (as in the JAX MAML notebook): the loss of a task's rows is :func:`._mlp.loss_grad`
-(its value and gradient), ``inner_adapt`` runs the N inner SGD steps
-``theta_k = theta_{k-1} - alpha * grad L_support(theta_{k-1})`` and ``task_meta_grad`` differentiates
-``L_query(inner_adapt(theta))`` with respect to ``theta``.
+(its value and gradient), ``inner_adapt`` runs the N inner steps
+``theta_k = theta_{k-1} - alpha_{k-1} * grad L_support(theta_{k-1})`` of an adaptation rule
+(:mod:`._rules`: plain MAML's one step size, Meta-SGD's one per parameter, LSLR's one per layer and
+step, on all layers or only the last ones) and ``task_meta_grad`` differentiates
+``L_query(inner_adapt(theta))`` with respect to ``theta`` (and to the step sizes, when the rule
+learns them).
 
 Second order backpropagates through the inner steps with Hessian-vector products::
 
-    g = grad L_query(theta_N)
-    for k = N-1 .. 0:   g = g - alpha * H_support(theta_k) @ g
+    v = grad L_query(theta_N)
+    for k = N-1 .. 0:   d/d alpha_k += -grad L_support(theta_k) * v
+                        v = v - H_support(theta_k) (alpha_k * v)
 
-The forward and backward passes of every inner step are kept for the backward sweep, so memory grows
-linearly in N (``docs/compiled_core.rst`` has the exact count). First order skips the sweep and
-returns ``grad L_query(theta_N)``.
+(with one plain step size, ``v - alpha (H v)``). The forward and backward passes of every inner
+step are kept for the backward sweep, so memory grows linearly in N (``docs/compiled_core.rst``
+has the exact count). First order skips the sweep: the meta-gradient is ``grad L_query(theta_N)``
+and the step sizes' is ``-grad L_support(theta_k) * grad L_query(theta_N)``.
+
+When the rule adapts only layers ``first_layer .. L`` (ANIL), the body below is the same at every
+inner step: its forward pass over a task's support rows is the batched step-0 pass, copied into
+each later step's buffers (never recomputed), and the inner steps' backward passes and the sweep's
+forward R-passes start at ``first_layer``.
 
 A meta-batch is ragged: task ``t`` owns support rows ``s_offsets[t]:s_offsets[t+1]`` of ``Xs``/``ys``
 and query rows ``q_offsets[t]:q_offsets[t+1]`` of ``Xq``/``yq``. Before adaptation every task shares
@@ -41,18 +51,12 @@ from ._mlp import (
     network,
 )
 from ._numeric import as_dtype_of, mean_loss
+from ._rules import adapt_step, add_rate_grad, rate_groups, scale_direction, sweep_step
 
 
 @njit(**JIT_OPTIONS)
-def _sgd_step(theta, grad, inner_lr, out):
-    """``out = theta - inner_lr * grad`` (``inner_lr`` already in the arrays' dtype)."""
-    for i in range(theta.shape[0]):
-        out[i] = theta[i] - inner_lr * grad[i]
-
-
-@njit(**JIT_OPTIONS)
-def inner_adapt(theta, layer_sizes, activation, Xs, ys, inner_lr, n_inner_steps):
-    """Adapt ``theta`` to one task: ``n_inner_steps`` plain gradient steps on its support rows.
+def inner_adapt(theta, layer_sizes, activation, Xs, ys, rule, n_inner_steps):
+    """Adapt ``theta`` to one task: ``n_inner_steps`` steps of the rule on its support rows.
 
     Parameters
     ----------
@@ -62,8 +66,8 @@ def inner_adapt(theta, layer_sizes, activation, Xs, ys, inner_lr, n_inner_steps)
         Hidden activation code.
     Xs : ndarray of shape (n_support, n_features), dtype of ``theta``, C-contiguous
     ys : ndarray of shape (n_support, n_outputs) floating, or (n_support,) integer
-    inner_lr : float
-        Step size alpha.
+    rule : :class:`._rules.Rule`
+        Step sizes (in ``theta``'s dtype) and adapted layers.
     n_inner_steps : int
         Number of steps N (0 returns a copy of ``theta``).
 
@@ -71,12 +75,13 @@ def inner_adapt(theta, layer_sizes, activation, Xs, ys, inner_lr, n_inner_steps)
     -------
     theta_n : ndarray of shape (n_params,)
     """
+    net = network(layer_sizes, activation)
+    groups = rate_groups(net, rule)
     adapted = theta.copy()
     grad = np.empty_like(theta)
-    lr = as_dtype_of(inner_lr, theta)
-    for _ in range(n_inner_steps):
+    for k in range(n_inner_steps):
         loss_grad(adapted, layer_sizes, activation, Xs, ys, grad)
-        _sgd_step(adapted, grad, lr, adapted)
+        adapt_step(adapted, grad, rule, groups, k, adapted)
     return adapted
 
 
@@ -91,7 +96,7 @@ def _max_task_rows(s_offsets, q_offsets):
 
 
 @njit(**JIT_OPTIONS)
-def workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order):
+def workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order, rule):
     """The regions :func:`meta_batch_grad` carves from its workspace, in order: the one layout
     that :func:`workspace_size`, the carving and ``docs/compiled_core.rst`` describe.
 
@@ -107,11 +112,13 @@ def workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_ord
     4. second order: sweep scratch of one task, ``3 buffer_size(s)``;
     5. second order: sweep scratch of the batched step 0, ``3 buffer_size(S)``;
     6. second order: each task's direction after the sweep down to step 1, ``n_tasks P``;
-    7. a gradient and a direction: ``2 P``.
+    7. a gradient and a direction: ``2 P``;
+    8. a rule with several step sizes, second order: the scaled direction, ``P``;
+    9. a rule that learns its step sizes: the support gradients of the task in flight, ``N P``.
 
     Returns
     -------
-    regions : ndarray of shape (8,), int64
+    regions : ndarray of shape (10,), int64
         Entries of each region.
     step0_size, step_size, query_size : int
         ``buffer_size`` of one step-0, inner-step and query pass buffer.
@@ -127,7 +134,7 @@ def workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_ord
     query_size = buffer_size(layer_sizes,
                              q_offsets[n_tasks] - q_offsets[0] if first_order else n_q_max)
     n_kept = 1 if first_order else max(n_inner_steps - 1, 1)
-    regions = np.zeros(8, dtype=np.int64)
+    regions = np.zeros(10, dtype=np.int64)
     regions[0] = 4 * step0_size
     regions[1] = n_kept * 4 * step_size
     regions[2] = (n_inner_steps + 1) * n_par
@@ -136,20 +143,38 @@ def workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_ord
         regions[4] = 3 * step_size
         regions[5] = 3 * step0_size
         regions[6] = n_tasks * n_par
+        if rule.sharing != 0:
+            regions[8] = n_par
     regions[7] = 2 * n_par
+    if rule.learn:
+        regions[9] = n_inner_steps * n_par
     return regions, step0_size, step_size, query_size, n_kept
 
 
 @njit(**JIT_OPTIONS)
-def workspace_size(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order):
+def workspace_size(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order, rule):
     """Entries of scratch memory :func:`meta_batch_grad` needs for this batch
     (:func:`workspace_layout`)."""
-    return workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order)[0].sum()
+    return workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order,
+                            rule)[0].sum()
+
+
+@njit(**JIT_OPTIONS)
+def _copy_body(src, s_r0, dst, d_r0, n, woffsets, first_layer):
+    """Copy the ``Z`` and ``A`` blocks of layers ``1 .. first_layer - 1`` of rows
+    ``s_r0 : s_r0 + n`` of pass ``src`` into rows ``d_r0 :`` of pass ``dst``: the body's forward
+    pass, the same at every inner step of head-only adaptation."""
+    for l in range(1, first_layer):
+        size = n * (woffsets[l] - woffsets[l - 1])
+        s = _block_start(src.n_rows, woffsets, l, s_r0)
+        d = _block_start(dst.n_rows, woffsets, l, d_r0)
+        dst.Z[d:d + size] = src.Z[s:s + size]
+        dst.A[d:d + size] = src.A[s:s + size]
 
 
 @njit(**JIT_OPTIONS)
 def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q_offsets,
-                    inner_lr, n_inner_steps, first_order, grad_out, task_losses, workspace=None):
+                    rule, n_inner_steps, first_order, grad_out, task_losses, workspace=None):
     """Mean query loss and mean meta-gradient over a ragged meta-batch of tasks.
 
     Parameters
@@ -167,14 +192,15 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         ``n_inner_steps > 0``).
     Xq, yq, q_offsets
         Query rows, likewise (each task has at least one query row).
-    inner_lr : float
-        Inner step size alpha.
+    rule : :class:`._rules.Rule`
+        The adaptation rule: step sizes (in ``theta``'s dtype) and adapted layers.
     n_inner_steps : int
         Inner steps N >= 0.
     first_order : bool
         Drop the second-order terms (first-order MAML).
-    grad_out : ndarray of shape (n_params,)
-        Receives the mean meta-gradient over tasks.
+    grad_out : ndarray of shape (n_params,), or (n_params + rule.rates.shape[0],) if ``rule.learn``
+        Receives the mean meta-gradient over tasks, with respect to ``theta`` and then, if the
+        rule learns them, to its step sizes.
     task_losses : ndarray of shape (n_tasks,)
         Receives each task's query loss after adaptation.
     workspace : ndarray of shape (n,), dtype of ``theta``, default=None
@@ -192,24 +218,25 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     net = network(layer_sizes, activation)
     n_par = n_params(layer_sizes)
     dtype = theta.dtype
-    lr = as_dtype_of(inner_lr, theta)
+    groups = rate_groups(net, rule)
+    first = rule.first_layer
+    learn = rule.learn
     n_s_all = Xs.shape[0]
     n_q_all = Xq.shape[0]
-    n_q_max = _max_task_rows(s_offsets, q_offsets)[1]
     second_order = not first_order and n_inner_steps > 0
     # Query passes of all tasks share one buffer in first order: every task's query gradient is
     # then summed with one product per layer over all query rows.
-    n_q_buf = n_q_all if first_order else n_q_max
+    n_q_buf = n_q_all if first_order else _max_task_rows(s_offsets, q_offsets)[1]
     regions, step0_size, step_size, query_size, n_kept = workspace_layout(
-        layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order)
+        layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order, rule)
     size = regions.sum()
     if workspace is None or workspace.shape[0] < size:
         work = np.empty(size, dtype=dtype)
     else:
         work = workspace
     # Carve every region of workspace_layout from the workspace, in its order.
-    start = np.zeros(9, dtype=np.int64)
-    for r in range(8):
+    start = np.zeros(11, dtype=np.int64)
+    for r in range(10):
         start[r + 1] = start[r] + regions[r]
     step0 = work[start[0]:start[1]].reshape((4, step0_size))
     steps = work[start[1]:start[2]].reshape((n_kept * 4, step_size))
@@ -220,18 +247,20 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     directions = work[start[6]:start[7]]
     grad = work[start[7]:start[7] + n_par]
     v = work[start[7] + n_par:start[8]]
+    scaled = work[start[8]:start[9]]
+    support_grads = work[start[9]:start[10]].reshape((n_inner_steps if learn else 0, n_par))
 
     # Step 0 for all tasks at once: every task starts from the shared theta, so the support
     # forward and backward passes are single large products over all support rows.
     pass0 = Pass(step0[0], step0[1], step0[2], step0[3], n_s_all)
     if n_inner_steps > 0:
-        _forward_rows(theta, net, Xs, 0, pass0, 0, n_s_all)
+        _forward_rows(theta, net, Xs, 0, pass0, 0, n_s_all, 1)
         for t in range(n_tasks):  # each task's own mean loss at the output
             s0 = s_offsets[t]
             out = _block_start(n_s_all, net.woffsets, n_layers, s0)
             _output_grad(pass0.Z, out, s_offsets[t + 1] - s0, layer_sizes[n_layers], ys, s0,
                          pass0.DZ, out)
-        _backprop_rows(theta, net, pass0, 0, n_s_all)
+        _backprop_rows(theta, net, pass0, 0, n_s_all, first)
     query_pass = Pass(query[0], query[1], query[2], query[3], n_q_buf)
     task_sweep = (sweep[0], sweep[1], sweep[2])
     single_block = np.zeros(2, dtype=np.int64)
@@ -244,48 +273,64 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         n_q = q_offsets[t + 1] - q0
         thetas[0, :] = theta
         for k in range(n_inner_steps):
+            g_k = support_grads[k] if learn else grad
             if k == 0:
-                _weight_grad_rows(net, Xs, s0, pass0, s0, n_s, grad, False)
+                _weight_grad_rows(net, Xs, s0, pass0, s0, n_s, g_k, False, first)
             else:
                 j = 0 if first_order else 4 * (k - 1)
                 step = Pass(steps[j], steps[j + 1], steps[j + 2], steps[j + 3], n_s)
-                _loss_grad_rows(thetas[k], net, Xs, s0, ys, s0, step, 0, n_s)
-                _weight_grad_rows(net, Xs, s0, step, 0, n_s, grad, False)
-            _sgd_step(thetas[k], grad, lr, thetas[k + 1])
+                if first > 1:  # the body's forward pass is the step-0 one
+                    _copy_body(pass0, s0, step, 0, n_s, net.woffsets, first)
+                _loss_grad_rows(thetas[k], net, Xs, s0, ys, s0, step, 0, n_s, first)
+                _weight_grad_rows(net, Xs, s0, step, 0, n_s, g_k, False, first)
+            adapt_step(thetas[k], g_k, rule, groups, k, thetas[k + 1])
         r0 = q0 if first_order else 0
         task_losses[t] = _loss_grad_rows(thetas[n_inner_steps], net, Xq, q0, yq, q0, query_pass,
-                                         r0, n_q)
+                                         r0, n_q, 1)
         if first_order:
+            if learn:  # this task's query gradient, for its step sizes' gradient
+                _weight_grad_rows(net, Xq, q0, query_pass, q0, n_q, v, False, 1)
+                for k in range(n_inner_steps):
+                    add_rate_grad(support_grads[k], v, rule, groups, k, grad_out, n_par)
             continue
         if second_order:
             v = directions[t * n_par:(t + 1) * n_par]
-        _weight_grad_rows(net, Xq, q0, query_pass, 0, n_q, v, False)
-        # Back through inner steps N-1 .. 1: v <- (I - alpha H_support(theta_k)) v.
+        _weight_grad_rows(net, Xq, q0, query_pass, 0, n_q, v, False, 1)
+        # Back through inner steps N-1 .. 1: v <- v - H_support(theta_k) (alpha_k v).
         single_block[1] = n_s
         for k in range(n_inner_steps - 1, 0, -1):
+            if learn:
+                add_rate_grad(support_grads[k], v, rule, groups, k, grad_out, n_par)
             j = 4 * (k - 1)
             step = Pass(steps[j], steps[j + 1], steps[j + 2], steps[j + 3], n_s)
-            _hvp_blocks(thetas[k], net, Xs, s0, ys, step, 0, single_block, v, task_sweep, grad)
-            _sgd_step(v, grad, lr, v)
+            is_scaled = scale_direction(v, rule, groups, k, scaled)
+            _hvp_blocks(thetas[k], net, Xs, s0, ys, step, 0, single_block,
+                        scaled if is_scaled else v, task_sweep, grad, first)
+            sweep_step(v, grad, rule, k, is_scaled)
         for i in range(n_par):
             grad_out[i] += v[i]
+        if second_order:
+            if learn:
+                add_rate_grad(support_grads[0], v, rule, groups, 0, grad_out, n_par)
+            # The batched step-0 product below takes each task's direction as it needs it.
+            scale_direction(v, rule, groups, 0, v)
     if first_order:
-        _weight_grad_rows(net, Xq, 0, query_pass, 0, n_q_all, grad_out, False)
+        _weight_grad_rows(net, Xq, 0, query_pass, 0, n_q_all, grad_out, False, 1)
     elif second_order:
-        # Step 0 for all tasks at once (shared theta): sum_t (I - alpha H_t) v_t.
+        # Step 0 for all tasks at once (shared theta): sum_t (I - H_t diag(alpha_0)) v_t.
         _hvp_blocks(theta, net, Xs, 0, ys, pass0, 0, s_offsets, directions,
-                    (batch_sweep[0], batch_sweep[1], batch_sweep[2]), grad)
-        _sgd_step(grad_out, grad, lr, grad_out)
+                    (batch_sweep[0], batch_sweep[1], batch_sweep[2]), grad, first)
+        sweep_step(grad_out[:n_par], grad, rule, 0, rule.sharing != 0)
 
     inv_tasks = as_dtype_of(1.0 / n_tasks, theta)
-    for i in range(n_par):
+    for i in range(grad_out.shape[0]):
         grad_out[i] *= inv_tasks
     return mean_loss(task_losses[:n_tasks])
 
 
 @njit(**JIT_OPTIONS)
-def task_meta_grad(theta, layer_sizes, activation, Xs, ys, Xq, yq, inner_lr, n_inner_steps, first_order,
-                   grad_out):
+def task_meta_grad(theta, layer_sizes, activation, Xs, ys, Xq, yq, rule, n_inner_steps,
+                   first_order, grad_out):
     """Query loss after adaptation and the meta-gradient of one task.
 
     Test entry point: the estimator calls :func:`meta_batch_grad`, which this wraps for one task
@@ -293,11 +338,11 @@ def task_meta_grad(theta, layer_sizes, activation, Xs, ys, Xq, yq, inner_lr, n_i
 
     Parameters are those of :func:`meta_batch_grad` for a single task (``Xs``/``ys`` its support
     rows, ``Xq``/``yq`` its query rows). Returns the query loss after ``n_inner_steps`` inner steps and
-    writes ``d L_query(inner_adapt(theta)) / d theta`` (or its first-order approximation) into
-    ``grad_out``.
+    writes ``d L_query(inner_adapt(theta)) / d theta`` (or its first-order approximation), then
+    that with respect to the rule's step sizes if it learns them, into ``grad_out``.
     """
     s_offsets = np.array([0, Xs.shape[0]], dtype=np.int64)
     q_offsets = np.array([0, Xq.shape[0]], dtype=np.int64)
     task_losses = np.empty(1, dtype=theta.dtype)
     return meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q_offsets,
-                           inner_lr, n_inner_steps, first_order, grad_out, task_losses)
+                           rule, n_inner_steps, first_order, grad_out, task_losses)

@@ -305,13 +305,14 @@ def _output_hess_dot_impl(Z, z_off, n, m, y, y0, R, r_off, out, o_off):
 
 
 @njit(**JIT_OPTIONS)
-def _forward_rows(theta, net, X, x0, buf, r0, n):
+def _forward_rows(theta, net, X, x0, buf, r0, n, first_layer):
     """Fill ``buf.Z`` and ``buf.A`` for rows ``x0 : x0 + n`` of ``X`` (rows ``r0 : r0 + n`` of the
-    buffers)."""
+    buffers), layers ``first_layer .. L``: with ``first_layer > 1`` the block of ``A`` below it
+    must hold the layer's input already (a body computed once, see :mod:`._maml`)."""
     layer_sizes, offsets, woffsets, activation = net
     Z, A, n_buf = buf.Z, buf.A, buf.n_rows
     n_layers = layer_sizes.shape[0] - 1
-    for l in range(1, n_layers + 1):
+    for l in range(first_layer, n_layers + 1):
         n_in = layer_sizes[l - 1]
         width = layer_sizes[l]
         out = _block_start(n_buf, woffsets, l, r0)
@@ -327,12 +328,14 @@ def _forward_rows(theta, net, X, x0, buf, r0, n):
 
 
 @njit(**JIT_OPTIONS)
-def _backprop_rows(theta, net, buf, r0, n):
-    """Given the output block of ``buf.DZ``, fill the hidden blocks of ``buf.DA`` and ``buf.DZ``."""
+def _backprop_rows(theta, net, buf, r0, n, first_layer):
+    """Given the output block of ``buf.DZ``, fill the blocks of ``buf.DA`` and ``buf.DZ`` of the
+    hidden layers ``first_layer .. L - 1`` (the gradient of layers ``first_layer .. L`` needs no
+    more)."""
     layer_sizes, offsets, woffsets, activation = net
     Z, A, DZ, DA, n_buf = buf
     n_layers = layer_sizes.shape[0] - 1
-    for l in range(n_layers, 1, -1):
+    for l in range(n_layers, first_layer, -1):
         n_in = layer_sizes[l - 1]
         width = layer_sizes[l]
         below = _block_start(n_buf, woffsets, l - 1, r0)
@@ -343,14 +346,14 @@ def _backprop_rows(theta, net, buf, r0, n):
 
 
 @njit(**JIT_OPTIONS)
-def _weight_grad_rows(net, X, x0, buf, r0, n, grad, accumulate):
+def _weight_grad_rows(net, X, x0, buf, r0, n, grad, accumulate, first_layer):
     """``grad (+)= dLoss/dtheta`` from inputs ``X[x0 : x0 + n]`` and the ``buf.A``/``buf.DZ``
-    rows."""
+    rows, for the parameters of layers ``first_layer .. L`` (the others are not written)."""
     layer_sizes, offsets, woffsets = net.layer_sizes, net.offsets, net.woffsets
     A, DZ, n_buf = buf.A, buf.DZ, buf.n_rows
     n_layers = layer_sizes.shape[0] - 1
     beta = 1.0 if accumulate else 0.0
-    for l in range(1, n_layers + 1):
+    for l in range(first_layer, n_layers + 1):
         n_in = layer_sizes[l - 1]
         width = layer_sizes[l]
         dz = _block_start(n_buf, woffsets, l, r0)
@@ -364,19 +367,20 @@ def _weight_grad_rows(net, X, x0, buf, r0, n, grad, accumulate):
 
 
 @njit(**JIT_OPTIONS)
-def _loss_grad_rows(theta, net, X, x0, y, y0, buf, r0, n):
-    """Forward pass, loss and backward pass (all of ``buf``) of one row range."""
+def _loss_grad_rows(theta, net, X, x0, y, y0, buf, r0, n, first_layer):
+    """Forward pass, loss and backward pass of one row range, over layers ``first_layer .. L``
+    (:func:`_forward_rows`, :func:`_backprop_rows`)."""
     layer_sizes = net.layer_sizes
     n_layers = layer_sizes.shape[0] - 1
-    _forward_rows(theta, net, X, x0, buf, r0, n)
+    _forward_rows(theta, net, X, x0, buf, r0, n, first_layer)
     out = _block_start(buf.n_rows, net.woffsets, n_layers, r0)
     loss = _output_grad(buf.Z, out, n, layer_sizes[n_layers], y, y0, buf.DZ, out)
-    _backprop_rows(theta, net, buf, r0, n)
+    _backprop_rows(theta, net, buf, r0, n, first_layer)
     return loss
 
 
 @njit(**JIT_OPTIONS)
-def _hvp_blocks(theta, net, X, x0, y, buf, r0, block_offsets, V, sweep, hv):
+def _hvp_blocks(theta, net, X, x0, y, buf, r0, block_offsets, V, sweep, hv, first_layer):
     """Pearlmutter's R-operator over row blocks: ``hv = sum_b H_b(theta) V_b``.
 
     Block ``b`` is rows ``block_offsets[b] : block_offsets[b+1]`` counted from row ``x0`` of ``X`` /
@@ -386,6 +390,11 @@ def _hvp_blocks(theta, net, X, x0, y, buf, r0, block_offsets, V, sweep, hv):
     one task's Hessian-vector product; several blocks are the tasks of a batch at a shared ``theta``,
     where every product with ``theta``'s weights and every weight-gradient sum runs once over all rows
     and only the products with each block's own direction run per block.
+
+    The directions are taken as zero on the layers below ``first_layer`` (their entries of ``V``
+    are not read): the product of the Hessian's columns of the adapted layers, for head-only
+    adaptation. All of ``hv`` is written. Then the R-pass starts at ``first_layer``, and below it
+    needs only ``buf``'s ``Z`` and ``A`` (not ``DZ``/``DA``).
 
     ``sweep`` is ``(RZ, RA, RD)``, scratch buffers of ``block_offsets[-1]`` rows. Costs about two
     gradients.
@@ -398,8 +407,8 @@ def _hvp_blocks(theta, net, X, x0, y, buf, r0, block_offsets, V, sweep, hv):
     n = block_offsets[n_blocks]
     n_par = offsets[n_layers]
     # Forward R-pass: RZ_l = A_{l-1} V_l + c_l (per block) + RA_{l-1} W_l (all rows),
-    # RA_l = f'(Z_l) RZ_l.
-    for l in range(1, n_layers + 1):
+    # RA_l = f'(Z_l) RZ_l; both zero below first_layer.
+    for l in range(first_layer, n_layers + 1):
         n_in = layer_sizes[l - 1]
         width = layer_sizes[l]
         for b in range(n_blocks):
@@ -416,7 +425,7 @@ def _hvp_blocks(theta, net, X, x0, y, buf, r0, block_offsets, V, sweep, hv):
                      RZ, rz, width)
             _add_bias(RZ, rz, rows, width, V, v_off + n_in * width)
         rz = _block_start(n, woffsets, l, 0)
-        if l > 1:
+        if l > first_layer:
             gemm(False, False, n, width, n_in, 1.0, RA, _block_start(n, woffsets, l - 1, 0), n_in,
                  theta, offsets[l - 1], width, 1.0, RZ, rz, width)
         if l < n_layers:
@@ -443,8 +452,9 @@ def _hvp_blocks(theta, net, X, x0, y, buf, r0, block_offsets, V, sweep, hv):
         else:
             gemm(True, False, n_in, width, n, 1.0, A, _block_start(n_buf, woffsets, l - 1, r0),
                  n_in, RD, rd, width, 0.0, hv, offsets[l - 1], width)
-            gemm(True, False, n_in, width, n, 1.0, RA, _block_start(n, woffsets, l - 1, 0), n_in,
-                 DZ, dz, width, 1.0, hv, offsets[l - 1], width)
+            if l > first_layer:
+                gemm(True, False, n_in, width, n, 1.0, RA, _block_start(n, woffsets, l - 1, 0),
+                     n_in, DZ, dz, width, 1.0, hv, offsets[l - 1], width)
         _column_sums(RD, rd, n, width, hv, offsets[l - 1] + n_in * width, False)
         if l > 1:
             # R(DA_{l-1}) = RD_l W_l^T + DZ_l V_l^T goes into RA's block l-1, which is spent.
@@ -452,19 +462,22 @@ def _hvp_blocks(theta, net, X, x0, y, buf, r0, block_offsets, V, sweep, hv):
             below_buf = _block_start(n_buf, woffsets, l - 1, r0)
             gemm(False, True, n, n_in, width, 1.0, RD, rd, width, theta, offsets[l - 1], width,
                  0.0, RA, below, n_in)
-            for b in range(n_blocks):
-                start = block_offsets[b]
-                gemm(False, True, block_offsets[b + 1] - start, n_in, width, 1.0, DZ,
-                     _block_start(n_buf, woffsets, l, r0 + start), width, V,
-                     b * n_par + offsets[l - 1], width, 1.0, RA,
-                     _block_start(n, woffsets, l - 1, start), n_in)
+            if l >= first_layer:
+                for b in range(n_blocks):
+                    start = block_offsets[b]
+                    gemm(False, True, block_offsets[b + 1] - start, n_in, width, 1.0, DZ,
+                         _block_start(n_buf, woffsets, l, r0 + start), width, V,
+                         b * n_par + offsets[l - 1], width, 1.0, RA,
+                         _block_start(n, woffsets, l - 1, start), n_in)
             size = n * n_in
             _times_derivative(activation, Z[below_buf:below_buf + size],
                               A[below_buf:below_buf + size], RA[below:below + size],
                               RD[below:below + size])
-            _add_times_second_derivative(activation, A[below_buf:below_buf + size],
-                                         RZ[below:below + size], DA[below_buf:below_buf + size],
-                                         RD[below:below + size])
+            if l - 1 >= first_layer:
+                _add_times_second_derivative(activation, A[below_buf:below_buf + size],
+                                             RZ[below:below + size],
+                                             DA[below_buf:below_buf + size],
+                                             RD[below:below + size])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -494,7 +507,7 @@ def forward(theta, layer_sizes, activation, X):
     size = buffer_size(layer_sizes, n)
     Z = np.empty(size, dtype=theta.dtype)
     A = np.empty(size, dtype=theta.dtype)
-    _forward_rows(theta, net, X, 0, Pass(Z, A, Z, A, n), 0, n)
+    _forward_rows(theta, net, X, 0, Pass(Z, A, Z, A, n), 0, n, 1)
     n_layers = layer_sizes.shape[0] - 1
     start = _block_start(n, net.woffsets, n_layers, 0)
     return Z[start:start + n * layer_sizes[n_layers]].copy().reshape((n, layer_sizes[n_layers]))
@@ -521,8 +534,8 @@ def loss_grad(theta, layer_sizes, activation, X, y, grad_out):
     net = network(layer_sizes, activation)
     work = np.empty((4, buffer_size(layer_sizes, n)), dtype=theta.dtype)
     buf = Pass(work[0], work[1], work[2], work[3], n)
-    loss = _loss_grad_rows(theta, net, X, 0, y, 0, buf, 0, n)
-    _weight_grad_rows(net, X, 0, buf, 0, n, grad_out, False)
+    loss = _loss_grad_rows(theta, net, X, 0, y, 0, buf, 0, n, 1)
+    _weight_grad_rows(net, X, 0, buf, 0, n, grad_out, False, 1)
     return loss
 
 
@@ -546,6 +559,6 @@ def hvp(theta, layer_sizes, activation, X, y, v, out):
     net = network(layer_sizes, activation)
     work = np.empty((7, buffer_size(layer_sizes, n)), dtype=theta.dtype)
     buf = Pass(work[0], work[1], work[2], work[3], n)
-    _loss_grad_rows(theta, net, X, 0, y, 0, buf, 0, n)
+    _loss_grad_rows(theta, net, X, 0, y, 0, buf, 0, n, 1)
     _hvp_blocks(theta, net, X, 0, y, buf, 0, np.array([0, n], dtype=np.int64), v,
-                (work[4], work[5], work[6]), out)
+                (work[4], work[5], work[6]), out, 1)
