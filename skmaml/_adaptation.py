@@ -74,13 +74,19 @@ class Layout:
         """Learned step sizes before meta-training: all ``inner_lr``."""
         return np.full(self.n_rates, inner_lr, dtype=dtype)
 
-    def kernel_rule(self, params, inner_lr):
-        """θ (a view of ``params``) and the kernels' :class:`Rule` (its rates a view too)."""
+    def kernel_rule(self, params, inner_lr, first_step=0):
+        """θ (a view of ``params``) and the kernels' :class:`Rule` (its rates a view too) for
+        inner steps counted from ``first_step`` (the steps an adapted model has taken already:
+        its next step is step ``first_step`` of a per-step rule)."""
         theta = params[:self.n_theta]
         if not self.learn:
             return theta, plain_rule(inner_lr, params.dtype, self.first_layer)
-        return theta, Rule(params[self.n_theta:], self.n_rate_steps, self.sharing,
-                           self.first_layer, True)
+        rates, n_sets = params[self.n_theta:], self.n_rate_steps
+        if first_step:
+            skip = min(first_step, n_sets - 1)
+            per_set = rates.shape[0] // n_sets
+            rates, n_sets = rates[skip * per_set:], n_sets - skip
+        return theta, Rule(rates, n_sets, self.sharing, self.first_layer, True)
 
     def to_attributes(self, rates):
         """``(inner_lr_coefs_, inner_lr_intercepts_)`` from flat learned step sizes (None, None

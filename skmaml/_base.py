@@ -379,6 +379,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         validation TaskSet (``X_val``), likewise prepared, or None.
         """
         rng = check_random_state(self.random_state)
+        self._n_adapted_steps = 0  # meta-learned θ: no inner step taken (see adapt)
         layer_sizes = layer_sizes_array(task_set.X.shape[1], hidden, n_outputs)
         activation = ACTIVATION_CODES[self.activation]
         layout = self._layout(layer_sizes)
@@ -682,8 +683,12 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
     def adapt(self, X, y, n_inner_steps=None):
         """Adapt the meta-learned θ to one task and return the adapted model.
 
-        Runs ``n_inner_steps`` plain gradient steps of size ``inner_lr`` on the loss of all the given
-        rows (the task's support set), starting from θ. The estimator itself is unchanged.
+        Runs ``n_inner_steps`` gradient steps on the loss of all the given rows (the task's support
+        set), starting from θ, with the estimator's adaptation rule: step size ``inner_lr``, or
+        the learned step sizes (``learn_inner_lr``), on the layers ``adapted_layers`` names. The
+        estimator itself is unchanged. On a model returned by ``adapt``, the steps continue its
+        schedule: with step sizes learned per step, ``adapt(...)`` with 2 steps then 1 more is
+        ``adapt(...)`` with 3.
 
         Parameters
         ----------
@@ -708,7 +713,9 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         X, y = validate_data(self, X, y, reset=False, dtype=[np.float64, np.float32],
                              multi_output=True, y_numeric=self._target_dtype() == "numeric")
         params, layer_sizes = self._theta()
-        theta, rule = self._layout(layer_sizes).kernel_rule(params, self.inner_lr)
+        # A model adapted already continues its schedule of per-step sizes.
+        steps_done = getattr(self, "_n_adapted_steps", 0)
+        theta, rule = self._layout(layer_sizes).kernel_rule(params, self.inner_lr, steps_done)
         X = np.ascontiguousarray(X, dtype=theta.dtype)
         y_kernel, adapted_attributes = self._encode_adapt_targets(y)
         adapted = inner_adapt(theta, layer_sizes, ACTIVATION_CODES[self.activation], X,
@@ -726,6 +733,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             elif name.startswith("_") and hasattr(value, "__dict__"):
                 setattr(model, name, copy.deepcopy(value))
         model._set_theta(np.concatenate([adapted, params[theta.shape[0]:]]), layer_sizes)
+        model._n_adapted_steps = steps_done + int(n_inner_steps)
         for name, value in adapted_attributes.items():
             setattr(model, name, value)
         return model

@@ -72,7 +72,10 @@ def _common_check_instances():
     # behaviour tests.
     common = dict(hidden_layer_sizes=(8,), n_support=2, meta_batch_size=1, max_iter=100,
                   meta_lr=0.01, random_state=0)
-    return [MAMLRegressor(), MAMLClassifier(), MAMLRegressor(**common), MAMLClassifier(**common)]
+    # And the learned adaptation rules: Meta-SGD on the head only, and LSLR on all layers.
+    return [MAMLRegressor(), MAMLClassifier(), MAMLRegressor(**common), MAMLClassifier(**common),
+            MAMLRegressor(**common, learn_inner_lr="per_parameter", adapted_layers=1),
+            MAMLClassifier(**common, learn_inner_lr="per_layer_step", n_inner_steps=2)]
 
 
 # Each common check fits without groups, so fit says all rows are one task, by design. The checks
