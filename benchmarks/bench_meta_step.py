@@ -20,6 +20,8 @@ What is printed:
   GFLOP/s under the FLOP model printed below the table, and peer time / skmaml time;
 * Table 2, how skmaml's time scales when one factor at a time leaves the base case
   (tasks, rows per task, hidden width, N), second and first order;
+* Table 3, the cost of each adaptation rule (Meta-SGD, LSLR, ANIL, ANIL + Meta-SGD) per
+  meta-iteration against plain MAML on the workload of Table 1 (``--tables 3`` runs it alone);
 * compile time: a fresh process with an empty ``NUMBA_CACHE_DIR`` (the first-ever compile) and a
   second one reusing that cache (what every later ``import`` + first fit pays).
 
@@ -121,11 +123,13 @@ def flop_model_text(layer_sizes):
 # Implementations
 # ---------------------------------------------------------------------------------------------
 
-def build_skmaml(layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq):
-    """skmaml's meta-iteration as ``(step, get_loss)`` on the (T, K, d) batch, flattened."""
+def build_skmaml(layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq, learn_inner_lr=None,
+                 adapted_layers="all"):
+    """skmaml's meta-iteration as ``(step, get_loss)`` on the (T, K, d) batch, flattened; with
+    an adaptation rule of the estimators' options (Table 3), its step sizes learned with θ."""
+    from skmaml._adaptation import Layout
     from skmaml._kernels._config import RELU
     from skmaml._kernels._maml import meta_batch_grad, workspace_size
-    from skmaml._kernels._rules import plain_rule
     from skmaml._optim import AdamOptimizer
 
     n_tasks, n_s, n_q = Xs.shape[0], Xs.shape[1], Xq.shape[1]
@@ -134,20 +138,22 @@ def build_skmaml(layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq):
     s_off = np.arange(n_tasks + 1, dtype=np.int64) * n_s
     q_off = np.arange(n_tasks + 1, dtype=np.int64) * n_q
     sizes = np.asarray(layer_sizes, dtype=np.int64)
-    theta = theta0.copy()
-    grad = np.empty_like(theta)
-    task_losses = np.empty(n_tasks, dtype=theta.dtype)
+    layout = Layout(learn_inner_lr, adapted_layers, n_steps, sizes)
+    # θ then the learned step sizes (none for plain MAML), moved together by Adam, as in fit.
+    params = np.concatenate([theta0, layout.initial_rates(INNER_LR, theta0.dtype)])
+    theta, rule = layout.kernel_rule(params, INNER_LR)
+    grad = np.empty_like(params)
+    task_losses = np.empty(n_tasks, dtype=params.dtype)
     optimizer = AdamOptimizer(META_LR)
     # Scratch memory kept across iterations, as the estimator's fit keeps it.
-    rule = plain_rule(INNER_LR, theta.dtype)
     workspace = np.empty(workspace_size(sizes, s_off, q_off, n_steps, first_order, rule),
-                         dtype=theta.dtype)
+                         dtype=params.dtype)
     last = [float("nan")]
 
     def step():
         last[0] = meta_batch_grad(theta, sizes, RELU, Xs2, ys2, s_off, Xq2, yq2, q_off,
                                   rule, n_steps, first_order, grad, task_losses, workspace)
-        optimizer.update(theta, grad)
+        optimizer.update(params, grad)
 
     return step, lambda: float(last[0])
 
@@ -563,6 +569,66 @@ def table2(report, args):
 
 
 # ---------------------------------------------------------------------------------------------
+# Table 3
+# ---------------------------------------------------------------------------------------------
+
+# The adaptation rules of the estimators' options (learn_inner_lr, adapted_layers).
+RULES = [("MAML", None, "all"), ("Meta-SGD", "per_parameter", "all"),
+         ("LSLR", "per_layer_step", "all"), ("ANIL (head only)", None, 1),
+         ("ANIL + Meta-SGD", "per_parameter", 1)]
+
+
+def table3(report, args):
+    layer_sizes = [1, 40, 40, 1]
+    n_tasks, n_support, n_query = 25, 10, 10
+    rng = np.random.default_rng(0)
+    Xs, ys, Xq, yq = sinusoid_batch(rng, n_tasks, n_support, n_query)
+    theta0 = init_theta(rng, layer_sizes)
+    step_values = (1,) if args.quick else (1, 5)
+    report("## Table 3: adaptation rules (the workload of Table 1; skmaml only; each rule timed "
+           "in rounds interleaved with plain MAML)", "")
+    headers = ["N", "order", "rule", "median ms/iter", "IQR ms", "time / MAML"]
+    rows = []
+    for n_steps in step_values:
+        for first_order in (True, False):
+            order = "first" if first_order else "second"
+            progress("Table 3: N=%d %s order" % (n_steps, order))
+            impls = [Timed(label, lambda learn=learn, layers=layers: build_skmaml(
+                layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq, learn, layers))
+                for label, learn, layers in RULES]
+            live = [t for t in impls if t.error is None]
+            for t in live:
+                t.warm_up(args.warmup_seconds, args.block_seconds)
+            for r in range(args.repeats):
+                for i in range(len(live)):
+                    live[(r + i) % len(live)].block()
+            ref = impls[0]
+            for t in impls:
+                if t.error is not None:
+                    rows.append([n_steps, order, t.label, t.error, "", ""])
+                    continue
+                med, q1, q3 = t.stats()
+                if t is ref:
+                    ratio = "1 (reference)"
+                else:
+                    paired = np.asarray(t.times) / np.asarray(ref.times)
+                    ratio = "%.2fx (%.2f-%.2f)" % (np.median(paired), np.percentile(paired, 25),
+                                                   np.percentile(paired, 75))
+                rows.append([n_steps, order, t.label, ms(med), "%s-%s" % (ms(q1), ms(q3)),
+                             ratio])
+    report(*table(headers, rows, "rllrrr"))
+    report("")
+    report("- One meta-iteration: the meta-gradient with respect to θ and, for Meta-SGD and "
+           "LSLR, to the step sizes (learned with θ by the same Adam update).",
+           "- time / MAML = median over the interleaved rounds of (this rule's block time / "
+           "plain MAML's in the same round), interquartile range in brackets; < 1 is cheaper.",
+           "- ANIL adapts the output layer only: the body's forward pass over the support rows "
+           "is computed once per task (the batched step-0 pass), the inner steps' backward "
+           "passes stop at the head, and so do the sweep's forward R-passes.")
+    report("")
+
+
+# ---------------------------------------------------------------------------------------------
 # Compile time
 # ---------------------------------------------------------------------------------------------
 
@@ -687,7 +753,10 @@ def parse_args(argv=None):
                    help="skip the cold/warm compile-time subprocesses")
     p.add_argument("--output", metavar="FILE",
                    help="also write the report (Markdown) to FILE")
+    p.add_argument("--tables", default="1,2,3",
+                   help="which tables to run, comma-separated (default 1,2,3)")
     args = p.parse_args(argv)
+    args.tables = {int(t) for t in args.tables.split(",") if t.strip()}
     if args.repeats is None:
         args.repeats = 3 if args.quick else 15
     if args.block_seconds is None:
@@ -745,8 +814,12 @@ def main(argv=None):
 
         report = Report()
         header(report, blas_before, blas_after, args)
-        table1(report, args, peer_status)
-        table2(report, args)
+        if 1 in args.tables:
+            table1(report, args, peer_status)
+        if 2 in args.tables:
+            table2(report, args)
+        if 3 in args.tables:
+            table3(report, args)
         if not args.no_compile_time:
             compile_times(report)
         report("Total run time of this script: %.0f s." % (time.perf_counter() - start))

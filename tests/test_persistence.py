@@ -68,13 +68,18 @@ def _case(name):
         "classifier-per-task-early-stopping": (
             small_classifier(**per_task, early_stopping=True), validation, (X_e, y_e, g_e)),
         "pipeline": (make_pipeline(StandardScaler(), small_regressor()), {}, regression),
+        "regressor-meta-sgd-head": (
+            small_regressor(learn_inner_lr="per_parameter", adapted_layers=1), {}, regression),
+        "classifier-lslr": (small_classifier(learn_inner_lr="per_layer_step", n_inner_steps=2),
+                            {}, classification),
     }
     return cases[name]
 
 
 CASES = ["regressor-adam", "regressor-sgd", "regressor-early-stopping", "regressor-float32",
          "classifier-shared-adam", "classifier-shared-sgd", "classifier-per-task",
-         "classifier-per-task-early-stopping", "pipeline"]
+         "classifier-per-task-early-stopping", "pipeline", "regressor-meta-sgd-head",
+         "classifier-lslr"]
 
 
 def _fit(est, fit_params, data):

@@ -35,7 +35,7 @@ per task), and first order sums all query gradients with one product per layer.
 import numpy as np
 from numba import njit
 
-from ._config import JIT_OPTIONS
+from ._config import JIT_OPTIONS, PER_PARAMETER
 from ._mlp import (
     Pass,
     _backprop_rows,
@@ -46,12 +46,20 @@ from ._mlp import (
     _output_grad,
     _weight_grad_rows,
     buffer_size,
+    layer_offsets,
     loss_grad,
     n_params,
     network,
 )
 from ._numeric import as_dtype_of, mean_loss
-from ._rules import adapt_step, add_rate_grad, rate_groups, scale_direction, sweep_step
+from ._rules import (
+    adapt_step,
+    add_rate_grad,
+    rate_groups,
+    scale_direction,
+    sum_rate_groups,
+    sweep_step,
+)
 
 
 @njit(**JIT_OPTIONS)
@@ -108,17 +116,20 @@ def workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_ord
        in first order): ``4 max(N - 1, 1) buffer_size(s)`` (``4 buffer_size(s)`` first order);
     2. θ_0 .. θ_N of the task in flight: ``(N + 1) P``;
     3. query passes: ``4 buffer_size(q)``, or ``4 buffer_size(Q)`` in first order (all tasks'
-       query gradients are then summed with one product per layer);
+       query gradients are then summed with one product per layer, unless the rule learns its
+       step sizes, which need each task's query gradient);
     4. second order: sweep scratch of one task, ``3 buffer_size(s)``;
     5. second order: sweep scratch of the batched step 0, ``3 buffer_size(S)``;
     6. second order: each task's direction after the sweep down to step 1, ``n_tasks P``;
     7. a gradient and a direction: ``2 P``;
     8. a rule with several step sizes, second order: the scaled direction, ``P``;
-    9. a rule that learns its step sizes: the support gradients of the task in flight, ``N P``.
+    9. a rule that learns its step sizes: the support gradients of the task in flight, ``N P``;
+    10. a rule that learns fewer step sizes than adapted parameters: their gradient per adapted
+        parameter, summed over tasks, ``n_rate_steps A`` (A adapted parameters).
 
     Returns
     -------
-    regions : ndarray of shape (10,), int64
+    regions : ndarray of shape (11,), int64
         Entries of each region.
     step0_size, step_size, query_size : int
         ``buffer_size`` of one step-0, inner-step and query pass buffer.
@@ -134,7 +145,7 @@ def workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_ord
     query_size = buffer_size(layer_sizes,
                              q_offsets[n_tasks] - q_offsets[0] if first_order else n_q_max)
     n_kept = 1 if first_order else max(n_inner_steps - 1, 1)
-    regions = np.zeros(10, dtype=np.int64)
+    regions = np.zeros(11, dtype=np.int64)
     regions[0] = 4 * step0_size
     regions[1] = n_kept * 4 * step_size
     regions[2] = (n_inner_steps + 1) * n_par
@@ -148,6 +159,8 @@ def workspace_layout(layer_sizes, s_offsets, q_offsets, n_inner_steps, first_ord
     regions[7] = 2 * n_par
     if rule.learn:
         regions[9] = n_inner_steps * n_par
+        if rule.sharing != PER_PARAMETER:
+            regions[10] = rule.n_rate_steps * (n_par - layer_offsets(layer_sizes)[rule.first_layer - 1])
     return regions, step0_size, step_size, query_size, n_kept
 
 
@@ -235,8 +248,8 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     else:
         work = workspace
     # Carve every region of workspace_layout from the workspace, in its order.
-    start = np.zeros(11, dtype=np.int64)
-    for r in range(10):
+    start = np.zeros(12, dtype=np.int64)
+    for r in range(11):
         start[r + 1] = start[r] + regions[r]
     step0 = work[start[0]:start[1]].reshape((4, step0_size))
     steps = work[start[1]:start[2]].reshape((n_kept * 4, step_size))
@@ -249,6 +262,11 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     v = work[start[7] + n_par:start[8]]
     scaled = work[start[8]:start[9]]
     support_grads = work[start[9]:start[10]].reshape((n_inner_steps if learn else 0, n_par))
+    # The step sizes' gradient, one entry per adapted parameter (and set): that of Meta-SGD's
+    # step sizes themselves, or summed over groups at the end.
+    per_parameter = rule.sharing == PER_PARAMETER
+    rate_acc = grad_out[n_par:] if per_parameter else work[start[10]:start[11]]
+    rate_acc[:] = 0.0
 
     # Step 0 for all tasks at once: every task starts from the shared theta, so the support
     # forward and backward passes are single large products over all support rows.
@@ -288,10 +306,12 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         task_losses[t] = _loss_grad_rows(thetas[n_inner_steps], net, Xq, q0, yq, q0, query_pass,
                                          r0, n_q, 1)
         if first_order:
-            if learn:  # this task's query gradient, for its step sizes' gradient
+            if learn:  # this task's query gradient is needed for its step sizes' gradient
                 _weight_grad_rows(net, Xq, q0, query_pass, q0, n_q, v, False, 1)
+                for i in range(n_par):
+                    grad_out[i] += v[i]
                 for k in range(n_inner_steps):
-                    add_rate_grad(support_grads[k], v, rule, groups, k, grad_out, n_par)
+                    add_rate_grad(support_grads[k], v, rule, groups, k, rate_acc)
             continue
         if second_order:
             v = directions[t * n_par:(t + 1) * n_par]
@@ -300,7 +320,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         single_block[1] = n_s
         for k in range(n_inner_steps - 1, 0, -1):
             if learn:
-                add_rate_grad(support_grads[k], v, rule, groups, k, grad_out, n_par)
+                add_rate_grad(support_grads[k], v, rule, groups, k, rate_acc)
             j = 4 * (k - 1)
             step = Pass(steps[j], steps[j + 1], steps[j + 2], steps[j + 3], n_s)
             is_scaled = scale_direction(v, rule, groups, k, scaled)
@@ -311,16 +331,19 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
             grad_out[i] += v[i]
         if second_order:
             if learn:
-                add_rate_grad(support_grads[0], v, rule, groups, 0, grad_out, n_par)
+                add_rate_grad(support_grads[0], v, rule, groups, 0, rate_acc)
             # The batched step-0 product below takes each task's direction as it needs it.
             scale_direction(v, rule, groups, 0, v)
-    if first_order:
+    if first_order and not learn:
         _weight_grad_rows(net, Xq, 0, query_pass, 0, n_q_all, grad_out, False, 1)
     elif second_order:
         # Step 0 for all tasks at once (shared theta): sum_t (I - H_t diag(alpha_0)) v_t.
         _hvp_blocks(theta, net, Xs, 0, ys, pass0, 0, s_offsets, directions,
                     (batch_sweep[0], batch_sweep[1], batch_sweep[2]), grad, first)
         sweep_step(grad_out[:n_par], grad, rule, 0, rule.sharing != 0)
+
+    if learn and not per_parameter:
+        sum_rate_groups(rate_acc, rule, groups, grad_out[n_par:])
 
     inv_tasks = as_dtype_of(1.0 / n_tasks, theta)
     for i in range(grad_out.shape[0]):

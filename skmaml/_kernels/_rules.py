@@ -72,47 +72,74 @@ def _rate_set(rule, k, n_per_step):
     return min(k, rule.n_rate_steps - 1) * n_per_step
 
 
+# The loops below run from 0 over 1-D views (as those of ``_mlp``): an index that might be
+# negative (``base + i``) makes numba check for wraparound at every access, which keeps LLVM from
+# vectorising the loop.
+
+
+@njit(**JIT_OPTIONS)
+def _step_scalar(theta, grad, alpha, out):
+    for i in range(theta.shape[0]):
+        out[i] = theta[i] - alpha * grad[i]
+
+
+@njit(**JIT_OPTIONS)
+def _step_vector(theta, grad, alpha, out):
+    for i in range(theta.shape[0]):
+        out[i] = theta[i] - alpha[i] * grad[i]
+
+
 @njit(**JIT_OPTIONS)
 def adapt_step(theta_k, grad, rule, groups, k, out):
     """``out = theta_k - alpha_k * grad`` on the adapted parameters, ``out = theta_k`` on the body
     (``out`` may be ``theta_k``). With one plain step size this is ``theta - alpha * grad``, bit for
     bit."""
     p0 = groups[0]
+    n_par = theta_k.shape[0]
     for i in range(p0):
         out[i] = theta_k[i]
     rates = rule.rates
     if rule.sharing == PER_PARAMETER:
-        base = _rate_set(rule, k, theta_k.shape[0] - p0) - p0
-        for i in range(p0, theta_k.shape[0]):
-            out[i] = theta_k[i] - rates[base + i] * grad[i]
+        base = _rate_set(rule, k, n_par - p0)
+        _step_vector(theta_k[p0:], grad[p0:], rates[base:base + n_par - p0], out[p0:])
         return
     n_groups = groups.shape[0] - 1
     base = _rate_set(rule, k, n_groups)
     for g in range(n_groups):
-        alpha = rates[base + g]
-        for i in range(groups[g], groups[g + 1]):
-            out[i] = theta_k[i] - alpha * grad[i]
+        lo, hi = groups[g], groups[g + 1]
+        _step_scalar(theta_k[lo:hi], grad[lo:hi], rates[base + g], out[lo:hi])
 
 
 @njit(**JIT_OPTIONS)
-def add_rate_grad(grad_k, v, rule, groups, k, rate_grad, r0):
-    """``d loss / d alpha_k += -grad_k * v`` summed over each group, into the entries of step
-    ``k``'s rate set of ``rate_grad`` (which starts at ``rate_grad[r0]``); ``v`` is the loss's
-    gradient with respect to ``theta_{k+1}``. A set shared by several steps gets each step's
-    share."""
+def add_rate_grad(grad_k, v, rule, groups, k, acc):
+    """``acc += -grad_k * v`` on the adapted parameters, into the set of step ``k``: the
+    derivative of the loss by each adapted parameter's step size at step ``k``, ``v`` being its
+    gradient with respect to ``theta_{k+1}``. ``acc`` holds ``n_rate_steps`` sets of one entry per
+    adapted parameter (a set shared by several steps gets each step's share); for rules with
+    fewer step sizes, :func:`sum_rate_groups` then sums each group. Elementwise, so it
+    vectorises (a per-group sum at every step of every task would not)."""
     p0 = groups[0]
-    if rule.sharing == PER_PARAMETER:
-        base = r0 + _rate_set(rule, k, grad_k.shape[0] - p0) - p0
-        for i in range(p0, grad_k.shape[0]):
-            rate_grad[base + i] -= grad_k[i] * v[i]
-        return
+    n_adapted = grad_k.shape[0] - p0
+    base = _rate_set(rule, k, n_adapted)
+    target, g, d = acc[base:base + n_adapted], grad_k[p0:], v[p0:]
+    for i in range(n_adapted):
+        target[i] -= g[i] * d[i]
+
+
+@njit(**JIT_OPTIONS)
+def sum_rate_groups(acc, rule, groups, out):
+    """The gradient of a rule's step sizes from the per-parameter ``acc`` of
+    :func:`add_rate_grad`: ``out`` (``rule.rates``' size) gets each group's sum, set by set."""
+    p0 = groups[0]
+    n_adapted = groups[groups.shape[0] - 1] - p0
     n_groups = groups.shape[0] - 1
-    base = r0 + _rate_set(rule, k, n_groups)
-    for g in range(n_groups):
-        total = 0.0
-        for i in range(groups[g], groups[g + 1]):
-            total += grad_k[i] * v[i]
-        rate_grad[base + g] -= total
+    for s in range(rule.n_rate_steps):
+        for j in range(n_groups):
+            part = acc[s * n_adapted + groups[j] - p0:s * n_adapted + groups[j + 1] - p0]
+            total = 0.0
+            for i in range(part.shape[0]):
+                total += part[i]
+            out[s * n_groups + j] = total
 
 
 @njit(**JIT_OPTIONS)
@@ -120,23 +147,27 @@ def scale_direction(v, rule, groups, k, out):
     """The direction the backward sweep multiplies by the support Hessian of step ``k``:
     ``alpha_k * v`` on the adapted parameters, for rules with more than one step size (the
     Jacobian of ``theta_{k+1}`` in ``theta_k`` is ``I - diag(alpha_k) H``, so ``v`` becomes
-    ``v - H (alpha_k * v)``). Returns whether it wrote ``out``: with one step size ``alpha``
-    the sweep uses ``v`` itself and ``v - alpha (H v)``, plain MAML's arithmetic."""
+    ``v - H (alpha_k * v)``). Returns whether it wrote ``out`` (which may be ``v``): with one
+    step size ``alpha`` the sweep uses ``v`` itself and ``v - alpha (H v)``, plain MAML's
+    arithmetic."""
     if rule.sharing == ONE_RATE:
         return False
     p0 = groups[0]
+    n_par = v.shape[0]
     rates = rule.rates
     if rule.sharing == PER_PARAMETER:
-        base = _rate_set(rule, k, v.shape[0] - p0) - p0
-        for i in range(p0, v.shape[0]):
-            out[i] = rates[base + i] * v[i]
+        base = _rate_set(rule, k, n_par - p0)
+        alpha, d, o = rates[base:base + n_par - p0], v[p0:], out[p0:]
+        for i in range(d.shape[0]):
+            o[i] = alpha[i] * d[i]
         return True
     n_groups = groups.shape[0] - 1
     base = _rate_set(rule, k, n_groups)
-    for g in range(n_groups):
-        alpha = rates[base + g]
-        for i in range(groups[g], groups[g + 1]):
-            out[i] = alpha * v[i]
+    for j in range(n_groups):
+        alpha = rates[base + j]
+        d, o = v[groups[j]:groups[j + 1]], out[groups[j]:groups[j + 1]]
+        for i in range(d.shape[0]):
+            o[i] = alpha * d[i]
     return True
 
 
@@ -149,6 +180,4 @@ def sweep_step(v, hv, rule, k, scaled):
         for i in range(v.shape[0]):
             v[i] = v[i] - hv[i]
         return
-    alpha = rule.rates[min(k, rule.n_rate_steps - 1)]
-    for i in range(v.shape[0]):
-        v[i] = v[i] - alpha * hv[i]
+    _step_scalar(v, hv, rule.rates[min(k, rule.n_rate_steps - 1)], v)
