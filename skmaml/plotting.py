@@ -13,7 +13,9 @@ a ``from_estimator`` class method that computes the data from fitted estimators 
   gradient steps, with confidence bands, for several estimators side by side (the MAML paper's
   Figure 2, right);
 - :class:`RegressionFitDisplay`: one 1-D regression task, its support rows and the model before and
-  after adaptation (the MAML paper's Figure 2, left).
+  after adaptation (the MAML paper's Figure 2, left);
+- :class:`StepSizeDisplay`: the learned inner step sizes (``learn_inner_lr``) per layer, and per
+  step for ``"per_layer_step"``.
 """
 
 from numbers import Integral, Real
@@ -30,7 +32,8 @@ from ._scoring import _final_maml_step, adapt
 from ._stats import mean_confidence_interval
 from ._tasks import TaskSet
 
-__all__ = ["MetaTrainingCurveDisplay", "AdaptationCurveDisplay", "RegressionFitDisplay"]
+__all__ = ["MetaTrainingCurveDisplay", "AdaptationCurveDisplay", "RegressionFitDisplay",
+           "StepSizeDisplay"]
 
 
 def _import_pyplot(caller):
@@ -659,4 +662,139 @@ class RegressionFitDisplay:
                       X_support=X_support, y_support=y_support, y_true=y_true, X_query=X_query,
                       y_query=y_query,
                       estimator_name=_default_name(estimator) if name is None else name)
+        return display.plot(ax=ax)
+
+
+# -------------------------------------------------------------------------------------------------
+# Learned step sizes
+# -------------------------------------------------------------------------------------------------
+
+
+class StepSizeDisplay:
+    """The learned inner step sizes of each layer: what the adaptation rule learned to move.
+
+    ``learn_inner_lr="per_parameter"`` (Meta-SGD): one box per weight matrix and per bias
+    vector, over its step sizes. ``"per_layer_step"`` (LSLR): each weight matrix's and bias
+    vector's step size against the inner step. A dashed line marks ``inner_lr``, where every step
+    size started; layers that are not adapted (``adapted_layers``) have step size 0.
+
+    Build it with :meth:`from_estimator`; the constructor only stores data.
+
+    Parameters
+    ----------
+    coef_step_sizes, intercept_step_sizes : list of ndarray
+        ``inner_lr_coefs_`` and ``inner_lr_intercepts_`` of a fitted estimator.
+    per_step : bool
+        Whether the arrays hold one step size per inner step (``"per_layer_step"``).
+    inner_lr : float, default=None
+        The starting step size, drawn as a reference line.
+    estimator_name : str, default=None
+
+    Attributes
+    ----------
+    artists_ : list
+        The boxes' (per parameter) or lines' (per step) artists.
+    ax_ : matplotlib Axes
+    figure_ : matplotlib Figure
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from skmaml import MAMLRegressor
+    >>> from skmaml.datasets import make_sinusoid_tasks
+    >>> from skmaml.plotting import StepSizeDisplay
+    >>> tasks = make_sinusoid_tasks(n_tasks=100, random_state=0)
+    >>> est = MAMLRegressor(hidden_layer_sizes=(20,), learn_inner_lr="per_layer_step",
+    ...                     n_inner_steps=3, max_iter=50, random_state=0).fit(tasks)
+    >>> display = StepSizeDisplay.from_estimator(est)
+    >>> len(display.artists_)  # a weight line and a bias line for each of the 2 layers
+    4
+    """
+
+    def __init__(self, *, coef_step_sizes, intercept_step_sizes, per_step, inner_lr=None,
+                 estimator_name=None):
+        self.coef_step_sizes = coef_step_sizes
+        self.intercept_step_sizes = intercept_step_sizes
+        self.per_step = per_step
+        self.inner_lr = inner_lr
+        self.estimator_name = estimator_name
+
+    def plot(self, ax=None, *, name=None):
+        """Draw the step sizes.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+            Axes to draw on; a new figure if None.
+        name : str, default=None
+            Title; ``estimator_name`` if None.
+
+        Returns
+        -------
+        display : StepSizeDisplay
+        """
+        plt = _import_pyplot("StepSizeDisplay")
+        ax = _get_ax(plt, ax)
+        self.artists_ = []
+        if self.per_step:
+            for i, (w, b) in enumerate(zip(self.coef_step_sizes, self.intercept_step_sizes)):
+                steps = np.arange(1, np.asarray(w).shape[0] + 1)
+                (line,) = ax.plot(steps, w, marker="o", label=f"layer {i + 1} weights")
+                self.artists_.append(line)
+                (line,) = ax.plot(steps, b, marker="s", linestyle="--", color=line.get_color(),
+                                  label=f"layer {i + 1} biases")
+                self.artists_.append(line)
+            ax.set_xlabel("Inner step")
+            ax.set_xticks(steps)
+            ax.legend(loc="best")
+        else:
+            values, labels = [], []
+            for i, (w, b) in enumerate(zip(self.coef_step_sizes, self.intercept_step_sizes)):
+                values += [np.ravel(w), np.ravel(b)]
+                labels += [f"W{i + 1}", f"b{i + 1}"]
+            boxes = ax.boxplot(values, showfliers=True)
+            ax.set_xticks(np.arange(1, len(labels) + 1), labels)
+            self.artists_ = boxes["boxes"]
+            ax.set_xlabel("Weight matrix (W) or bias vector (b) of each layer")
+        if self.inner_lr is not None:
+            ax.axhline(self.inner_lr, color="gray", linestyle=":", linewidth=1,
+                       label="inner_lr (start)")
+        ax.set_ylabel("Learned inner step size")
+        title = self.estimator_name if name is None else name
+        if title:
+            ax.set_title(title)
+        self.ax_ = ax
+        self.figure_ = ax.figure
+        return self
+
+    @classmethod
+    def from_estimator(cls, estimator, *, ax=None, name=None):
+        """Plot the learned step sizes of a fitted MAML estimator (or a Pipeline ending in one).
+
+        Parameters
+        ----------
+        estimator : MAMLRegressor, MAMLClassifier or Pipeline
+            Fitted with ``learn_inner_lr`` set.
+        ax : matplotlib Axes, default=None
+        name : str, default=None
+            Title; the estimator's class name and rule if None.
+
+        Returns
+        -------
+        display : StepSizeDisplay
+        """
+        _import_pyplot("StepSizeDisplay")
+        final = _final_maml_step(estimator)[0]
+        check_is_fitted(final)
+        coefs = getattr(final, "inner_lr_coefs_", None)
+        if coefs is None:
+            raise ValueError(f"{type(final).__name__} has no learned step sizes "
+                             "(inner_lr_coefs_ is None): fit it with learn_inner_lr="
+                             "'per_parameter' or 'per_layer_step'.")
+        per_step = final.learn_inner_lr == "per_layer_step"
+        display = cls(coef_step_sizes=coefs, intercept_step_sizes=final.inner_lr_intercepts_,
+                      per_step=per_step, inner_lr=float(final.inner_lr),
+                      estimator_name=(f"{_default_name(estimator)}, learn_inner_lr="
+                                      f"{final.learn_inner_lr!r}" if name is None else name))
         return display.plot(ax=ax)

@@ -18,6 +18,7 @@ from skmaml.plotting import (
     AdaptationCurveDisplay,
     MetaTrainingCurveDisplay,
     RegressionFitDisplay,
+    StepSizeDisplay,
 )
 
 
@@ -85,7 +86,9 @@ def _block_matplotlib(monkeypatch):
     lambda est, tasks: RegressionFitDisplay.from_estimator(est, *tasks[0]),
     lambda est, tasks: MetaTrainingCurveDisplay(loss_curve=[1.0, 0.5]).plot(),
     lambda est, tasks: AdaptationCurveDisplay(steps=[0], losses={"a": [[1.0]]}).plot(),
-], ids=["training", "adaptation", "fit", "training.plot", "adaptation.plot"])
+    lambda est, tasks: StepSizeDisplay(coef_step_sizes=[[0.1]], intercept_step_sizes=[[0.1]],
+                                       per_step=True).plot(),
+], ids=["training", "adaptation", "fit", "training.plot", "adaptation.plot", "step_sizes.plot"])
 def test_missing_matplotlib_message(monkeypatch, maml, new_tasks, make_display):
     _block_matplotlib(monkeypatch)
     with pytest.raises(ImportError, match="requires matplotlib: pip install matplotlib"):
@@ -322,3 +325,52 @@ def test_regression_fit_defaults_and_errors(pyplot, maml):
                [(X, labels)] * 3)
     with pytest.raises(TypeError, match="got a classifier"):
         RegressionFitDisplay.from_estimator(clf, X, labels)
+
+
+# -------------------------------------------------------------------------------------------------
+# Learned step sizes
+# -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lslr(sinusoid_tasks):
+    return _fit(MAMLRegressor(hidden_layer_sizes=(10,), n_support=5, meta_batch_size=10,
+                              n_inner_steps=3, learn_inner_lr="per_layer_step", max_iter=30,
+                              random_state=0), sinusoid_tasks)
+
+
+def test_step_size_display_per_step(pyplot, lslr):
+    display = StepSizeDisplay.from_estimator(lslr)
+    assert display.per_step and len(display.artists_) == 4
+    np.testing.assert_array_equal(display.artists_[0].get_ydata(), lslr.inner_lr_coefs_[0])
+    np.testing.assert_array_equal(display.artists_[3].get_ydata(),
+                                  lslr.inner_lr_intercepts_[1])
+    np.testing.assert_array_equal(display.artists_[0].get_xdata(), [1, 2, 3])
+    assert "per_layer_step" in display.ax_.get_title()
+
+
+def test_step_size_display_per_parameter_and_errors(pyplot, sinusoid_tasks, maml):
+    est = _fit(MAMLRegressor(hidden_layer_sizes=(10,), n_support=5, meta_batch_size=10,
+                             learn_inner_lr="per_parameter", adapted_layers=1, max_iter=30,
+                             random_state=0), sinusoid_tasks)
+    display = StepSizeDisplay.from_estimator(est, name="Meta-SGD")
+    assert not display.per_step and len(display.artists_) == 4  # W1, b1, W2, b2
+    labels = [t.get_text() for t in display.ax_.get_xticklabels()]
+    assert labels == ["W1", "b1", "W2", "b2"]
+    assert display.ax_.get_title() == "Meta-SGD"
+    with pytest.raises(ValueError, match="no learned step sizes"):
+        StepSizeDisplay.from_estimator(maml)
+    with pytest.raises(NotFittedError):
+        StepSizeDisplay.from_estimator(MAMLRegressor(learn_inner_lr="per_parameter"))
+
+
+def test_adaptation_curve_is_exact_for_per_step_sizes(pyplot, lslr, new_tasks):
+    """The display adapts one step at a time; with step sizes learned per step, each further
+    step continues the schedule, so the curve at k steps is adapt(..., n_inner_steps=k)'s."""
+    display = AdaptationCurveDisplay.from_estimator(lslr, new_tasks, n_support=5, max_steps=5,
+                                                    random_state=0)
+    X, y, groups = _flatten(new_tasks)
+    expected = [-FewShotScorer("neg_mean_squared_error", n_support=5, n_inner_steps=k,
+                               random_state=0)(lslr, X, y, groups=groups) for k in range(6)]
+    np.testing.assert_allclose(display.losses["MAMLRegressor"].mean(axis=0), expected,
+                               rtol=1e-10)
