@@ -747,7 +747,7 @@ class StepSizeDisplay:
                 self.artists_.append(line)
             ax.set_xlabel("Inner step")
             ax.set_xticks(steps)
-            ax.legend(loc="best")
+            ax.legend(loc="best", fontsize="small", ncol=2)
         else:
             values, labels = [], []
             for i, (w, b) in enumerate(zip(self.coef_step_sizes, self.intercept_step_sizes)):
