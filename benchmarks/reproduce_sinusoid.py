@@ -6,6 +6,7 @@ Run it from the repository root::
     python benchmarks/reproduce_sinusoid.py --quick         # smoke run: 2,000 meta-iterations
     python benchmarks/reproduce_sinusoid.py --output sinusoid.md
     python benchmarks/reproduce_sinusoid.py --torch-reference   # the same run in PyTorch beside it
+    python benchmarks/reproduce_sinusoid.py --variants      # MAML, Meta-SGD, LSLR, ANIL (see below)
 
 The setting of Finn, Abbeel & Levine (2017), section 5.1: tasks ``y = A sin(x - phi)`` with
 ``A ~ U[0.1, 5]``, ``phi ~ U[0, pi]``, ``x ~ U[-5, 5]``; an MLP 1-40-40-1 with ReLU; K = 10 support
@@ -45,6 +46,33 @@ Timing: the numba cache is warmed first (a tiny fit of each model and one ``adap
 baseline's training. The meta-batch of the sinusoid problem is far too small to split over threads
 (about 10 MFLOP per meta-iteration, below skmaml's minimum chunk of work), so ``--n-jobs`` does not
 change the training time here; it is passed through for completeness.
+
+``--variants`` runs another experiment **instead of** the one above (the default run is
+unchanged): the adaptation rules of ``MAMLRegressor`` side by side, from the same budget, in the
+protocol of the issue's PyTorch Meta-SGD reference. For each K in {5, 10}, five models are trained
+with ``n_support = n_query = K``, one inner step initialised at alpha = 0.01, Adam beta = 0.001,
+meta-batches of 25, second order, float32, ``--max-iter`` meta-iterations (default 20,000; --quick
+2,000), the same ``random_state`` (so the same initial theta, meta-batches and splits):
+
+* MAML: one fixed alpha;
+* Meta-SGD (``learn_inner_lr="per_parameter"``; Li et al. 2017): a step size per parameter,
+  initialised to alpha and meta-learned with theta by the same Adam;
+* LSLR (``learn_inner_lr="per_layer_step"``; MAML++): one step size per weight matrix and per bias
+  vector (and per inner step: one here);
+* ANIL (``adapted_layers=1``): only the output layer adapts in the inner loop;
+* ANIL + Meta-SGD: both.
+
+Training tasks are drawn as above (a fixed pool of ``--n-train-tasks`` tasks of 20 rows, a fresh
+split into K support and K query rows of those 20 at every visit: 20,000 x 25 = 500,000 visits, each
+task seen about 5 times), where the issue's reference draws 25 fresh tasks of 2K rows at every
+meta-iteration. Each model is evaluated on the same 600 test tasks of the run above (K support + 100
+query rows) after 1 and 10 steps with its own (learned) step sizes (Meta-SGD's one vector at every
+step; 10 steps is beyond what any of them was trained for): mean +/- 95% CI, median and worst task.
+The issue's reference numbers (1 step) are printed beside them, with the training wall time of every
+model and the mean learned step size of every layer. With ``--torch-reference`` the mode also trains
+that reference here in PyTorch (plain MAML and Meta-SGD, the step sizes a learnable tensor shaped
+like theta, initialised to 0.01, in the same Adam; fresh tasks of 2K rows at every iteration) for
+both K and scores it with the same code.
 """
 
 import argparse
@@ -61,7 +89,7 @@ REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench_meta_step import Report, accuracy_header, table  # noqa: E402  (after the path set-up)
+from bench_meta_step import Report, accuracy_header, progress, table  # noqa: E402  (after the path set-up)
 
 # The paper's hyper-parameters (section 5.1 and appendix A.1).
 HIDDEN = (40, 40)
@@ -82,6 +110,19 @@ PRETRAINED_STEP_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 # As quoted in the issue: Finn et al. 2017, trained at K = 10, tested at K = 5 (query MSE).
 PUBLISHED_K5 = {"MAML": {1: 0.67, 10: 0.35}, "pretrained": {1: 2.41, 10: 2.19}}
+
+# --variants: the adaptation rules side by side (name, learn_inner_lr, adapted_layers).
+VARIANTS = (("MAML", None, "all"), ("Meta-SGD", "per_parameter", "all"),
+            ("LSLR", "per_layer_step", "all"), ("ANIL", None, 1),
+            ("ANIL + Meta-SGD", "per_parameter", 1))
+VARIANT_SHOTS = (5, 10)
+VARIANT_ITERATIONS = 20_000
+VARIANT_STEPS = (1, 10)
+# As quoted in the issue: its PyTorch reference (Meta-SGD and plain MAML from the same code, trained
+# and tested at K, 25 fresh tasks a batch, 20,000 meta-iterations, PyTorch init, second order;
+# 600 test tasks, 100 query points), query MSE after 1 step, mean and 95% CI half-width.
+TARGET_1STEP = {5: {"MAML": (0.676, 0.062), "Meta-SGD": (0.415, 0.048)},
+                10: {"MAML": (0.394, 0.036), "Meta-SGD": (0.231, 0.025)}}
 
 DTYPE = np.float32
 
@@ -106,28 +147,37 @@ def sinusoid_tasks(n_tasks, n_rows, random_state, flat):
 # Models
 # ---------------------------------------------------------------------------------------------
 
-def make_estimator(n_inner_steps, max_iter, random_state, n_jobs, weight_init="uniform_fan_in"):
+def make_estimator(n_inner_steps, max_iter, random_state, n_jobs, weight_init="uniform_fan_in",
+                   n_support=N_SUPPORT_TRAIN, n_query=N_QUERY_TRAIN, learn_inner_lr=None,
+                   adapted_layers="all"):
     from skmaml import MAMLRegressor
 
     return MAMLRegressor(hidden_layer_sizes=HIDDEN, activation="relu", weight_init=weight_init,
-                         inner_lr=INNER_LR,
+                         inner_lr=INNER_LR, learn_inner_lr=learn_inner_lr,
+                         adapted_layers=adapted_layers,
                          n_inner_steps=n_inner_steps, meta_lr=META_LR, meta_optimizer="adam",
                          first_order=False, meta_batch_size=META_BATCH,
-                         n_support=N_SUPPORT_TRAIN, n_query=N_QUERY_TRAIN, max_iter=max_iter,
+                         n_support=n_support, n_query=n_query, max_iter=max_iter,
                          # The paper's setting: alpha on the MSE of the raw targets, and all
                          # max_iter meta-iterations.
                          normalize_y=False, n_iter_no_change=max_iter,
                          random_state=random_state, n_jobs=n_jobs)
 
 
-def train_torch_reference(max_iter, random_state):
+def train_torch_reference(max_iter, random_state, n_support=N_SUPPORT_TRAIN,
+                          n_query=N_QUERY_TRAIN, meta_sgd=False):
     """The paper's run in PyTorch, written the way its PyTorch ports are: ``nn.Linear`` layers
-    (so their default initialisation), a fresh meta-batch of 25 tasks drawn at every iteration,
-    one inner step through ``torch.func.grad`` (second order), ``torch.optim.Adam``; float32,
-    one thread. Returns ``(coefs, intercepts, seconds)`` in skmaml's layout."""
+    (so their default initialisation), a fresh meta-batch of 25 tasks of ``n_support + n_query``
+    rows drawn at every iteration, one inner step through ``torch.func.grad`` (second order),
+    ``torch.optim.Adam``; float32, one thread. ``meta_sgd``: Meta-SGD, the inner step sizes a
+    learnable tensor of each parameter's shape, initialised to alpha and updated by the same Adam
+    as theta. Returns a dict: ``coefs``, ``intercepts`` (skmaml's layout), ``rates`` (the learned
+    step sizes as ``(inner_lr_coefs_, inner_lr_intercepts_)``, None without ``meta_sgd``),
+    ``seconds`` (training wall time) and ``loss_curve`` (the meta-batch query loss at every
+    iteration)."""
     try:
         import torch
-        from torch.func import grad, vmap
+        from torch.func import grad, grad_and_value, vmap
     except ImportError as exc:
         raise SystemExit("--torch-reference needs PyTorch: pip install torch==2.13.0 (a CPU "
                          "build; see benchmarks/README.md)") from exc
@@ -139,6 +189,9 @@ def train_torch_reference(max_iter, random_state):
     layers = [torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
     params = [torch.nn.Parameter(t.detach().clone()) for layer in layers
               for t in (layer.weight, layer.bias)]
+    n_theta = len(params)
+    if meta_sgd:
+        params += [torch.nn.Parameter(torch.full_like(t, INNER_LR)) for t in params]
 
     def forward(p, x):
         for i in range(0, len(p), 2):
@@ -151,36 +204,48 @@ def train_torch_reference(max_iter, random_state):
         return torch.mean((forward(p, x) - y) ** 2)
 
     def task_query_loss(p, xs, ys, xq, yq):
-        g = grad(loss)(p, xs, ys)
-        return loss(tuple(a - INNER_LR * b for a, b in zip(p, g)), xq, yq)
+        theta = p[:n_theta]
+        steps = p[n_theta:] if meta_sgd else (INNER_LR,) * n_theta
+        g = grad(loss)(theta, xs, ys)
+        return loss(tuple(a - s * b for a, s, b in zip(theta, steps, g)), xq, yq)
 
     def batch_loss(p, Xs, Ys, Xq, Yq):
         return vmap(task_query_loss, in_dims=(None, 0, 0, 0, 0))(p, Xs, Ys, Xq, Yq).mean()
 
-    meta_grad = grad(batch_loss)
+    meta_grad = grad_and_value(batch_loss)
     optimizer = torch.optim.Adam(params, lr=META_LR)
-    n_rows = N_SUPPORT_TRAIN + N_QUERY_TRAIN
+    n_rows = n_support + n_query
+    losses = np.empty(max_iter)
     start = time.perf_counter()
-    for _ in range(max_iter):
+    for it in range(max_iter):
         amplitude = rng.uniform(0.1, 5.0, (META_BATCH, 1, 1))
         phase = rng.uniform(0.0, np.pi, (META_BATCH, 1, 1))
         x = rng.uniform(-5.0, 5.0, (META_BATCH, n_rows, 1))
         x, y = (torch.tensor(a, dtype=torch.float32) for a in (x, amplitude * np.sin(x - phase)))
-        gradients = meta_grad(tuple(params), x[:, :N_SUPPORT_TRAIN], y[:, :N_SUPPORT_TRAIN],
-                              x[:, N_SUPPORT_TRAIN:], y[:, N_SUPPORT_TRAIN:])
+        gradients, value = meta_grad(tuple(params), x[:, :n_support], y[:, :n_support],
+                                     x[:, n_support:], y[:, n_support:])
+        losses[it] = float(value.detach())
         for param, gradient in zip(params, gradients):
             param.grad = gradient
         optimizer.step()
     seconds = time.perf_counter() - start
     arrays = [p.detach().numpy().astype(DTYPE) for p in params]
-    return [W.T.copy() for W in arrays[0::2]], [b.copy() for b in arrays[1::2]], seconds
+    theta, steps = arrays[:n_theta], arrays[n_theta:]
+    return {"coefs": [W.T.copy() for W in theta[0::2]],
+            "intercepts": [b.copy() for b in theta[1::2]],
+            "rates": ([W.T.copy() for W in steps[0::2]], [b.copy() for b in steps[1::2]])
+            if meta_sgd else None,
+            "seconds": seconds, "loss_curve": losses}
 
 
-def with_parameters(estimator, coefs, intercepts):
-    """A copy of a fitted estimator holding other parameters, so that they are adapted and
-    scored by exactly the same code."""
+def with_parameters(estimator, coefs, intercepts, rates=None):
+    """A copy of a fitted estimator holding other parameters (and learned step sizes, ``rates`` =
+    ``(inner_lr_coefs_, inner_lr_intercepts_)``), so that they are adapted and scored by exactly
+    the same code."""
     model = copy.deepcopy(estimator)
     model.coefs_, model.intercepts_ = coefs, intercepts
+    if rates is not None:
+        model.inner_lr_coefs_, model.inner_lr_intercepts_ = rates
     return model
 
 
@@ -261,12 +326,205 @@ def fmt_ci(mean, ci):
 
 
 def header(report, args, max_iter):
-    accuracy_header(report, "MAML sinusoid regression (Finn et al. 2017, section 5.1) with skmaml")
+    accuracy_header(report, "MAML sinusoid regression (Finn et al. 2017, section 5.1) with skmaml"
+                    + (": MAML, Meta-SGD, LSLR and ANIL from the same budget"
+                       if args.variants else ""))
     report("- run: %s, %d meta-iterations, random_state=%d, n_jobs=%d, dtype float32, "
            "weight_init=%s"
            % ("QUICK (smoke run, not the paper's budget)" if args.quick else "full",
               max_iter, args.random_state, args.n_jobs, args.weight_init))
     report("")
+
+
+# ---------------------------------------------------------------------------------------------
+# --variants: MAML, Meta-SGD, LSLR and ANIL from the same budget
+# ---------------------------------------------------------------------------------------------
+
+def warm_variants(random_state, n_jobs, weight_init):
+    """A tiny fit of every adaptation rule and two adapts, so the timed fits load no compiled
+    code."""
+    X, y, groups = sinusoid_tasks(50, 20, random_state, flat=True)
+    start = time.perf_counter()
+    for _, learn, adapted in VARIANTS:
+        model = make_estimator(1, 5, random_state, n_jobs, weight_init, 5, 5, learn, adapted)
+        timed_fit(model, X, y, groups)
+        for n_steps in VARIANT_STEPS:
+            model.adapt(X[:5], y[:5], n_inner_steps=n_steps).predict(X[5:20])
+    return time.perf_counter() - start
+
+
+def fmt_value(value):
+    """A per-task error that may be huge (an adaptation run away) in a narrow cell."""
+    if not np.isfinite(value):
+        return "inf"
+    return "%.3f" % value if value < 100 else "%.3g" % value
+
+
+def fmt_errors(errors):
+    """Mean ± 95% CI of per-task errors; how many diverged, if any did."""
+    n_bad = int(np.sum(~np.isfinite(errors)))
+    if n_bad:
+        return "%d/%d diverged" % (n_bad, len(errors))
+    mean, ci = mean_ci(errors)
+    return fmt_ci(mean, ci) if mean < 100 else "%.2g ± %.2g" % (mean, ci)
+
+
+def fmt_paired(errors, baseline):
+    """Paired difference of per-task errors on the same tasks, mean ± 95% CI."""
+    if not (np.isfinite(errors).all() and np.isfinite(baseline).all()):
+        return "-"
+    mean, ci = mean_ci(errors - baseline)
+    return "%+.3f ± %.3f" % (mean, ci) if abs(mean) < 100 else "%+.2g ± %.2g" % (mean, ci)
+
+
+def against_target(mean, ci, target):
+    """An unpaired comparison with a published mean ± CI (other test tasks): the difference and
+    the half-width of its 95% interval, sqrt(ci^2 + ci_target^2)."""
+    target_mean, target_ci = target
+    diff, half = mean - target_mean, float(np.hypot(ci, target_ci))
+    if not np.isfinite(diff):
+        return "does NOT match (diverged)"
+    words = ("beats it (lower beyond the interval)" if diff < -half else
+             "matches it (mean lower, inside the interval)" if diff <= 0 else
+             "matches it (mean higher, inside the interval)" if diff <= half else
+             "does NOT match (higher beyond the interval)")
+    return "difference %+.3f ± %.3f: %s" % (diff, half, words)
+
+
+def quarters(curve):
+    """Mean training query MSE in each quarter of the iterations, as one cell."""
+    return " / ".join("%.3f" % np.mean(part) for part in np.array_split(np.asarray(curve), 4))
+
+
+def rate_rows(k, name, rates):
+    """Rows of the learned-step-size table: per layer, the weights' and biases' step sizes."""
+    rows = []
+    sizes = (1, *HIDDEN, 1)
+    for i, (W, b) in enumerate(zip(*rates)):
+        layer = "%d (%d→%d)" % (i + 1, sizes[i], sizes[i + 1])
+        W, b = np.asarray(W, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if not W.any() and not b.any():
+            rows.append(["K=%d" % k, name, layer, "not adapted", "", "", "", ""])
+            continue
+        rows.append(["K=%d" % k, name, layer, "%.4f" % W.mean(),
+                     "%.4f … %.4f" % (W.min(), W.max()) if W.size > 1 else "",
+                     "%d / %d" % ((W < 0).sum(), W.size), "%.4f" % b.mean(),
+                     "%.4f … %.4f" % (b.min(), b.max()) if b.size > 1 else ""])
+    return rows
+
+
+def run_variants(report, args, max_iter, n_train, train, test):
+    """Train every adaptation rule for each K of VARIANT_SHOTS and report the variants tables."""
+    X, y, groups = train
+    warm_seconds = warm_variants(args.random_state, args.n_jobs, args.weight_init)
+    models, timings, curves = {}, {}, {}
+    for k in VARIANT_SHOTS:
+        for name, learn, adapted in VARIANTS:
+            progress("K=%d: training %s (%d meta-iterations)" % (k, name, max_iter))
+            est = make_estimator(1, max_iter, args.random_state, args.n_jobs, args.weight_init,
+                                 k, k, learn, adapted)
+            timings[name, k] = timed_fit(est, X, y, groups)
+            models[name, k], curves[name, k] = est, est.loss_curve_
+    references = []  # (name, plain-MAML counterpart's name) of the PyTorch rows
+    if args.torch_reference:
+        for k in VARIANT_SHOTS:
+            for name, meta_sgd in (("MAML", False), ("Meta-SGD", True)):
+                progress("K=%d: training %s in PyTorch (%d meta-iterations)" % (k, name, max_iter))
+                ref = train_torch_reference(max_iter, args.random_state, k, k, meta_sgd)
+                label = name + ", PyTorch reference"
+                models[label, k] = with_parameters(models[name, k], ref["coefs"],
+                                                   ref["intercepts"], ref["rates"])
+                timings[label, k] = (ref["seconds"], np.nan)
+                curves[label, k] = ref["loss_curve"]
+        references = ["MAML, PyTorch reference", "Meta-SGD, PyTorch reference"]
+    names = [name for name, _, _ in VARIANTS] + references
+
+    report("## Training", "")
+    report("For each K: n_support = n_query = K, one inner step with step sizes initialised to "
+           "alpha = %g, second order, meta-batch %d, Adam beta = %g on theta and any learned step "
+           "sizes, %d meta-iterations, MLP 1-40-40-1 ReLU, weight_init=%s, float32, the same "
+           "random_state=%d for every model (the same initial theta, meta-batches and support / "
+           "query splits). Tasks: a fixed pool of %s tasks x %d rows, a fresh split of a task's rows "
+           "into K support + K query rows at each visit (%d x %d = %s visits, each task about %.1f "
+           "times); the issue's reference draws %d fresh tasks of 2K rows at every meta-iteration "
+           "(as the PyTorch rows here do). The numba cache was warmed first (%.1f s, not "
+           "included)."
+           % (INNER_LR, META_BATCH, META_LR, max_iter, args.weight_init, args.random_state,
+              format(n_train, ","), N_SUPPORT_TRAIN + N_QUERY_TRAIN, max_iter, META_BATCH,
+              format(max_iter * META_BATCH, ","), max_iter * META_BATCH / n_train, META_BATCH,
+              warm_seconds), "")
+    rows = []
+    for k in VARIANT_SHOTS:
+        for name in names:
+            wall, cpu = timings[name, k]
+            rows.append(["K=%d" % k, name, "%.1f" % wall, "-" if np.isnan(cpu) else "%.1f" % cpu,
+                         "%.3f" % (1e3 * wall / max_iter), quarters(curves[name, k])])
+    report(*table(["K", "model", "wall s", "CPU s", "wall ms / it.",
+                   "train query MSE after adaptation, by quarter of training"], rows, "llrrrl"))
+    if references:
+        report("", "(PyTorch: eager torch.func, one thread, tasks drawn in NumPy at every "
+               "iteration; CPU time not measured.)")
+    report("")
+
+    report("## Test: query MSE on %d new tasks after 1 and 10 steps" % N_TEST_TASKS, "")
+    report("The same test tasks as the default run: K support rows, %d other query rows of the "
+           "same function; each model adapts with its own step sizes (the learned ones where "
+           "learned; Meta-SGD's vector at every step, LSLR's one step reused). Mean ± 95%% CI, "
+           "per-task median and worst task; \"vs MAML\" is the paired difference from skmaml's "
+           "MAML on the same tasks after 1 step (negative: better). The issue's reference rows "
+           "are its own measurement (1 step, other test tasks)." % N_QUERY_TEST, "")
+    errors = {}
+    rows = []
+    for k in VARIANT_SHOTS:
+        for name in names:
+            cells = []
+            for n_steps in VARIANT_STEPS:
+                e = query_errors(models[name, k], test[k], k, n_steps)
+                # A prediction run to inf - inf is NaN: count it as diverged, as an inf.
+                e = errors[name, k, n_steps] = np.where(np.isnan(e), np.inf, e)
+                cells += [fmt_errors(e), fmt_value(np.median(e)), fmt_value(e.max())]
+            paired = ("" if name == "MAML" else
+                      fmt_paired(errors[name, k, 1], errors["MAML", k, 1]))
+            rows.append(["K=%d" % k, name] + cells[:3] + [paired] + cells[3:])
+        for name, (mean, ci) in TARGET_1STEP[k].items():
+            rows.append(["K=%d" % k, name + ", the issue's PyTorch reference",
+                         fmt_ci(mean, ci), "", "", "", "", "", ""])
+    report(*table(["K", "model", "1 step", "median", "worst", "vs MAML, 1 step", "10 steps",
+                   "median", "worst"], rows, "llrrrrrrr"), "")
+
+    report("## Meta-SGD against the target column (1 step)", "")
+    for k in VARIANT_SHOTS:
+        for name in ("Meta-SGD", "MAML") + (("Meta-SGD, PyTorch reference",) if references
+                                            else ()):
+            e = errors[name, k, 1]
+            mean, ci = mean_ci(e)
+            target_name = name.split(",")[0]
+            report("- K=%d, %s: %s vs the issue's %s %s: %s. Median %s, worst task %s."
+                   % (k, "skmaml " + name if name in ("Meta-SGD", "MAML") else name,
+                      fmt_errors(e), target_name, fmt_ci(*TARGET_1STEP[k][target_name]),
+                      against_target(mean, ci, TARGET_1STEP[k][target_name]),
+                      fmt_value(np.median(e)), fmt_value(e.max())))
+        e, base = errors["Meta-SGD", k, 1], errors["MAML", k, 1]
+        report("- K=%d, skmaml Meta-SGD − skmaml MAML on the same tasks: %s (the issue's "
+               "reference: %+.3f); ratio of means %.2f (the issue's: %.2f)."
+               % (k, fmt_paired(e, base),
+                  TARGET_1STEP[k]["Meta-SGD"][0] - TARGET_1STEP[k]["MAML"][0],
+                  np.mean(e) / np.mean(base),
+                  TARGET_1STEP[k]["Meta-SGD"][0] / TARGET_1STEP[k]["MAML"][0]))
+    report("")
+
+    report("## Learned inner step sizes (all initialised to %g)" % INNER_LR, "")
+    report("Per layer: the mean, range and number of negative step sizes of the weights, and the "
+           "mean and range of the biases' (Meta-SGD: one per parameter; LSLR: one per weight "
+           "matrix and one per bias vector).", "")
+    rows = []
+    for k in VARIANT_SHOTS:
+        for name in names:
+            model = models[name, k]
+            if getattr(model, "inner_lr_coefs_", None) is not None:
+                rows += rate_rows(k, name, (model.inner_lr_coefs_, model.inner_lr_intercepts_))
+    report(*table(["K", "model", "layer", "weights: mean", "weights: range", "weights < 0",
+                   "biases: mean", "biases: range"], rows, "lllrrrrr"), "")
 
 
 def main(argv=None):
@@ -276,8 +534,8 @@ def main(argv=None):
                    help="smoke run: %d meta-iterations, 10,000 training tasks"
                         % QUICK_ITERATIONS)
     p.add_argument("--max-iter", type=int, default=None,
-                   help="meta-iterations (default %d, --quick %d)"
-                        % (FULL_ITERATIONS, QUICK_ITERATIONS))
+                   help="meta-iterations (default %d, --variants %d, --quick %d)"
+                        % (FULL_ITERATIONS, VARIANT_ITERATIONS, QUICK_ITERATIONS))
     p.add_argument("--n-train-tasks", type=int, default=None,
                    help="training tasks of 20 rows (default 100,000, --quick 10,000)")
     p.add_argument("--random-state", type=int, default=0)
@@ -288,10 +546,17 @@ def main(argv=None):
                    help="initialisation of both models (default: skmaml's default)")
     p.add_argument("--torch-reference", action="store_true",
                    help="also train the same run in PyTorch (nn.Linear init, fresh tasks at "
-                        "every iteration) and evaluate it with the same code; about 5 minutes")
+                        "every iteration) and evaluate it with the same code; about 5 minutes "
+                        "(with --variants: MAML and Meta-SGD for each K, about 10 minutes)")
+    p.add_argument("--variants", action="store_true",
+                   help="instead of the default run: MAML, Meta-SGD, LSLR, ANIL and ANIL + "
+                        "Meta-SGD trained at K = 5 and 10 (n_support = n_query = K) for %d "
+                        "meta-iterations, tested after 1 and 10 steps (about 2 minutes)"
+                        % VARIANT_ITERATIONS)
     p.add_argument("--output", metavar="FILE", help="also write the report (Markdown) to FILE")
     args = p.parse_args(argv)
-    max_iter = args.max_iter or (QUICK_ITERATIONS if args.quick else FULL_ITERATIONS)
+    max_iter = args.max_iter or (QUICK_ITERATIONS if args.quick else
+                                 VARIANT_ITERATIONS if args.variants else FULL_ITERATIONS)
     n_train = args.n_train_tasks or (10_000 if args.quick else 100_000)
     script_start = time.perf_counter()
 
@@ -307,6 +572,12 @@ def main(argv=None):
     test = {k: sinusoid_tasks(N_TEST_TASKS, k + N_QUERY_TEST, int(seeds[2 + i]), flat=False)
             for i, k in enumerate(TEST_SHOTS)}
 
+    if args.variants:
+        run_variants(report, args, max_iter, n_train, (X, y, groups), test)
+        report("Total run time of this script: %.0f s." % (time.perf_counter() - script_start))
+        report.write(args.output)
+        return
+
     warm_seconds = warm_numba_cache(args.random_state, args.n_jobs, args.weight_init)
 
     maml = make_estimator(1, max_iter, args.random_state, args.n_jobs, args.weight_init)
@@ -315,8 +586,10 @@ def main(argv=None):
     pooled_wall, pooled_cpu = timed_fit(pooled, X, y, groups)
     models = [("MAML", maml), ("pretrained", pooled)]
     if args.torch_reference:
-        coefs, intercepts, torch_seconds = train_torch_reference(max_iter, args.random_state)
-        models.insert(1, ("MAML, PyTorch reference", with_parameters(maml, coefs, intercepts)))
+        reference = train_torch_reference(max_iter, args.random_state)
+        torch_seconds = reference["seconds"]
+        models.insert(1, ("MAML, PyTorch reference",
+                          with_parameters(maml, reference["coefs"], reference["intercepts"])))
 
     report("## Training", "")
     report("%d training tasks x %d rows (%d support + %d query drawn afresh at each visit), "
