@@ -8,7 +8,9 @@ Generators draw synthetic task families, each task being one function drawn from
 - :func:`make_sinusoid_tasks`: ``y = A sin(x - phi)``, the MAML paper's regression benchmark;
 - :func:`make_linear_tasks`: ``y = x @ w + b`` with random slopes and intercept;
 - :func:`make_polynomial_tasks`: ``y = c_0 + c_1 x + ... + c_d x^d`` with random coefficients;
-- :func:`make_multimodal_tasks`: a mix of sinusoid and linear tasks (a multimodal ``p(T)``).
+- :func:`make_multimodal_tasks`: a mix of sinusoid and linear tasks (a multimodal ``p(T)``);
+- :func:`make_family_tasks`: equal shares of up to five function families (sinusoid, linear,
+  quadratic, tanh, abs), the multimodal regression benchmark of task-memory meta-learners.
 
 Builders turn a user's labelled dataset into tasks:
 
@@ -45,6 +47,7 @@ __all__ = [
     "make_linear_tasks",
     "make_polynomial_tasks",
     "make_multimodal_tasks",
+    "make_family_tasks",
     "tasks_from_groups",
     "small_tasks",
     "split_classes",
@@ -53,6 +56,19 @@ __all__ = [
 
 # The modes of make_multimodal_tasks, in the order of its ``weights``.
 _MODES = ("sinusoid", "linear")
+
+# The families of make_family_tasks, and the uniform ranges of each one's parameters in the order
+# of its columns of ``params`` (the quadratic's curvature also gets a random sign).
+_FAMILIES = ("sinusoid", "linear", "quadratic", "tanh", "abs")
+_FAMILY_RANGES = {
+    "sinusoid": ((0.1, 5.0), (0.0, np.pi)),
+    "linear": ((-3.0, 3.0), (-3.0, 3.0)),
+    "quadratic": ((0.02, 0.15), (-3.0, 3.0), (-3.0, 3.0)),
+    "tanh": ((-3.0, 3.0), (-3.0, 3.0), (-3.0, 3.0)),
+    "abs": ((-1.0, 1.0), (-3.0, 3.0), (-3.0, 3.0)),
+}
+# Columns of make_family_tasks' ``params``: every family's parameters, padded with NaN.
+_FAMILY_PARAMS_WIDTH = 4
 
 _COMMON_CONSTRAINTS = {
     "n_tasks": [Interval(Integral, 1, None, closed="left")],
@@ -442,6 +458,156 @@ def make_multimodal_tasks(n_tasks=1000, n_samples=20, *, weights=None,
         tasks.append((x, _add_noise(y, noise, rng)))
         params[t] = first, second
     return _output(tasks, flat, modes, *((params,) if return_params else ()))
+
+
+def _check_families(families):
+    """``families`` as a tuple of distinct names of ``_FAMILIES``, in the caller's order."""
+    names = list(families) if np.ndim(families) == 1 else []
+    if not names:
+        raise ValueError(f"families must be a non-empty sequence of names among {_FAMILIES}; "
+                         f"got {families!r}.")
+    unknown = [str(f) if isinstance(f, str) else f for f in names
+               if not isinstance(f, str) or f not in _FAMILIES]
+    if unknown:
+        raise ValueError(f"families has unknown names {unknown!r}; the families are {_FAMILIES}.")
+    names = [str(f) for f in names]
+    repeated = list(dict.fromkeys(f for i, f in enumerate(names) if f in names[:i]))
+    if repeated:
+        raise ValueError(f"families must be distinct; {repeated!r} "
+                         f"{'appears' if len(repeated) == 1 else 'appear'} more than once in "
+                         f"{tuple(names)!r}.")
+    return tuple(names)
+
+
+def _family_shares(n_tasks, n_families):
+    """Tasks of each family: ``n_tasks // n_families`` each, the remainder to the first ones."""
+    counts = np.full(n_families, n_tasks // n_families)
+    counts[:n_tasks % n_families] += 1
+    return counts
+
+
+def _family_curve(family, p, x):
+    """The noiseless ``y`` of a task of ``family`` with parameters ``p`` (its params row)."""
+    if family == "sinusoid":
+        return p[0] * np.sin(x - p[1])
+    if family == "linear":
+        return p[0] * x + p[1]
+    if family == "quadratic":
+        return p[0] * (x - p[1]) ** 2 + p[2]
+    if family == "tanh":
+        return p[0] * np.tanh(x - p[1]) + p[2]
+    return p[0] * np.abs(x - p[1]) + p[2]
+
+
+@validate_params(
+    {**_COMMON_CONSTRAINTS, "families": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
+def make_family_tasks(n_tasks=1000, n_samples=20, *, families=_FAMILIES, noise=0.3,
+                      x_range=(-5.0, 5.0), flat=False, return_params=False, random_state=None):
+    """Equal shares of tasks from several function families: a multimodal regression ``p(T)``.
+
+    Each task is one function of one family, the five families of the multimodal regression
+    benchmarks of meta-learners with a task memory or task clusters (MMAML, Vuorio et al. 2019;
+    HSML, Yao et al. 2019; TSA-MAML, Zhou et al. 2021), with its parameters drawn uniformly:
+
+    - ``"sinusoid"``: ``y = A sin(x - phi)``, ``A ~ U[0.1, 5]``, ``phi ~ U[0, pi]`` (the tasks of
+      :func:`make_sinusoid_tasks`);
+    - ``"linear"``: ``y = a x + b``, ``a, b ~ U[-3, 3]``;
+    - ``"quadratic"``: ``y = s c (x - h)^2 + b``, a sign ``s = -1`` or ``+1`` with probability
+      1/2 each, ``c ~ U[0.02, 0.15]``, ``h, b ~ U[-3, 3]``;
+    - ``"tanh"``: ``y = a tanh(x - h) + b``, ``a, h, b ~ U[-3, 3]``;
+    - ``"abs"``: ``y = a |x - h| + b``, ``a ~ U[-1, 1]``, ``h, b ~ U[-3, 3]``.
+
+    The ranges of the tanh and abs families are our choice, the ones of the measurement in the
+    issue that asked for this generator. Every task has ``n_samples`` inputs ``x ~ U[x_range]``,
+    and Gaussian noise of standard deviation ``noise`` is added to ``y`` (note the default of
+    0.3, where the other generators default to no noise).
+
+    The families come in **equal shares**, not drawn at random: exactly
+    ``n_tasks // len(families)`` tasks of each family, plus one more for each of the first
+    ``n_tasks % len(families)`` families in the order of ``families``, and these tasks are in a
+    random order (shuffled with ``random_state``). The family order is drawn before any
+    parameter, so a seed fixes it whatever ``x_range`` and ``noise`` are.
+
+    Parameters
+    ----------
+    n_tasks : int, default=1000
+        Number of tasks.
+    n_samples : int, default=20
+        Rows per task.
+    families : sequence of str, default=("sinusoid", "linear", "quadratic", "tanh", "abs")
+        The families to draw from, distinct names among these five; their order is the one the
+        remainder of ``n_tasks`` follows.
+    noise : float, default=0.3
+        Standard deviation of Gaussian noise added to ``y``; 0 for noiseless tasks.
+    x_range : tuple of two floats, default=(-5.0, 5.0)
+        Bounds of the uniform distribution of the inputs.
+    flat : bool, default=False
+        Return ``X, y, groups`` instead of a list of tasks.
+    return_params : bool, default=False
+        Also return each task's parameters.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the draws. Pass an int for reproducible output.
+
+    Returns
+    -------
+    tasks : list of (X, y)
+        ``X`` of shape (n_samples, 1), ``y`` of shape (n_samples,). Without ``flat``.
+    X, y, groups : ndarrays
+        With ``flat=True``, in place of ``tasks``: all rows, their targets, and the task index
+        ``0 .. n_tasks - 1`` of each row.
+    families_of_tasks : ndarray of str of shape (n_tasks,)
+        The family of each task, one of ``families``. Always returned.
+    params : ndarray of shape (n_tasks, 4)
+        With ``return_params=True``: each task's parameters in the first columns, the rest NaN:
+        ``(A, phi)`` for a sinusoid, ``(a, b)`` for a line, ``(s c, h, b)`` for a quadratic (the
+        signed curvature first), ``(a, h, b)`` for tanh and abs. The fourth column is NaN for
+        every family.
+
+    See Also
+    --------
+    make_multimodal_tasks : Sinusoid and linear tasks mixed at random, with adjustable ranges.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmaml.datasets import make_family_tasks
+    >>> tasks, families = make_family_tasks(n_tasks=10, n_samples=8,
+    ...                                     families=("sinusoid", "linear", "abs"),
+    ...                                     random_state=0)
+    >>> len(tasks), tasks[0][0].shape, tasks[0][1].shape
+    (10, (8, 1), (8,))
+    >>> [int((families == f).sum()) for f in ("sinusoid", "linear", "abs")]
+    [4, 3, 3]
+    >>> tasks, families, params = make_family_tasks(n_tasks=5, noise=0.0, return_params=True,
+    ...                                             random_state=0)
+    >>> t = int(np.flatnonzero(families == "tanh")[0])
+    >>> (X, y), (a, h, b, _) = tasks[t], params[t]
+    >>> bool(np.allclose(y, a * np.tanh(X[:, 0] - h) + b))
+    True
+    >>> X, y, groups, families = make_family_tasks(n_tasks=5, n_samples=8, flat=True,
+    ...                                            random_state=0)
+    >>> X.shape, groups.shape, families.shape
+    ((40, 1), (40,), (5,))
+    """
+    families = _check_families(families)
+    x_range = _check_range(x_range, "x_range")
+    rng = check_random_state(random_state)
+    # Families first, so a seed fixes them whatever x_range and noise are; then per task the
+    # quadratic's sign, the parameters in column order, the inputs and the noise.
+    shares = _family_shares(n_tasks, len(families))
+    labels = np.repeat(np.asarray(families), shares)[rng.permutation(n_tasks)]
+    tasks = []
+    params = np.full((n_tasks, _FAMILY_PARAMS_WIDTH), np.nan)
+    for t, family in enumerate(labels):
+        sign = rng.choice((-1.0, 1.0)) if family == "quadratic" else 1.0
+        p = [rng.uniform(low, high) for low, high in _FAMILY_RANGES[family]]
+        p[0] *= sign
+        x = rng.uniform(*x_range, size=(n_samples, 1))
+        tasks.append((x, _add_noise(_family_curve(family, p, x[:, 0]), noise, rng)))
+        params[t, :len(p)] = p
+    return _output(tasks, flat, labels, *((params,) if return_params else ()))
 
 
 # -------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 import skmaml.datasets
 from skmaml.datasets import (
     make_episodes,
+    make_family_tasks,
     make_linear_tasks,
     make_multimodal_tasks,
     make_polynomial_tasks,
@@ -21,13 +22,14 @@ from skmaml.datasets import (
 )
 
 GENERATORS = [make_sinusoid_tasks, make_linear_tasks, make_polynomial_tasks,
-              make_multimodal_tasks]
+              make_multimodal_tasks, make_family_tasks]
 
 
 def _tasks_of(generator, **kwargs):
-    """The list of tasks of a generator (make_multimodal_tasks also returns the modes)."""
+    """The list of tasks of a generator (make_multimodal_tasks and make_family_tasks also return
+    the modes or families)."""
     out = generator(**kwargs)
-    return out[0] if generator is make_multimodal_tasks else out
+    return out[0] if generator in (make_multimodal_tasks, make_family_tasks) else out
 
 
 def test_doctests():
@@ -159,6 +161,172 @@ def test_parameter_validation(generator):
         generator(noise=-1.0)
     with pytest.raises(ValueError, match="x_range must be a pair"):
         generator(x_range=(1, 0))
+
+
+ALL_FAMILIES = ("sinusoid", "linear", "quadratic", "tanh", "abs")
+
+
+def _family_y(family, p, x):
+    """The noiseless targets of a make_family_tasks task, written out from its docstring."""
+    if family == "sinusoid":
+        return p[0] * np.sin(x - p[1])
+    if family == "linear":
+        return p[0] * x + p[1]
+    if family == "quadratic":
+        return p[0] * (x - p[1]) ** 2 + p[2]
+    if family == "tanh":
+        return p[0] * np.tanh(x - p[1]) + p[2]
+    assert family == "abs"
+    return p[0] * np.abs(x - p[1]) + p[2]
+
+
+def test_family_tasks_shapes_and_dtypes():
+    tasks, families, params = make_family_tasks(n_tasks=12, n_samples=7, return_params=True,
+                                                random_state=0)
+    assert isinstance(tasks, list) and len(tasks) == 12
+    for X, y in tasks:
+        assert X.shape == (7, 1) and y.shape == (7,)
+        assert X.dtype == np.float64 and y.dtype == np.float64
+        assert X.min() >= -5.0 and X.max() <= 5.0
+    assert isinstance(families, np.ndarray) and families.shape == (12,)
+    assert families.dtype.kind == "U"
+    assert set(families.tolist()) == set(ALL_FAMILIES)
+    assert params.shape == (12, 4) and params.dtype == np.float64
+    X, y, groups, flat_families = make_family_tasks(n_tasks=12, n_samples=7, flat=True,
+                                                    random_state=0)
+    assert X.shape == (84, 1) and y.shape == (84,) and groups.shape == (84,)
+    np.testing.assert_array_equal(groups, np.repeat(np.arange(12), 7))
+    np.testing.assert_array_equal(flat_families, families)
+    X, y, groups, _, flat_params = make_family_tasks(n_tasks=12, n_samples=7, flat=True,
+                                                     return_params=True, random_state=0)
+    np.testing.assert_array_equal(flat_params, params)
+    np.testing.assert_array_equal(y, np.concatenate([t[1] for t in tasks]))
+
+
+@pytest.mark.parametrize("n_tasks, families, expected", [
+    (10, ("sinusoid", "linear", "abs"), [4, 3, 3]),
+    (10, ("abs", "linear", "sinusoid"), [4, 3, 3]),
+    (11, ("tanh", "quadratic", "linear"), [4, 4, 3]),
+    (1000, ALL_FAMILIES, [200] * 5),
+    (7, ALL_FAMILIES, [2, 2, 1, 1, 1]),
+    (2, ALL_FAMILIES, [1, 1, 0, 0, 0]),
+    (5, ("quadratic",), [5]),
+])
+def test_family_tasks_come_in_equal_shares(n_tasks, families, expected):
+    """Exactly n_tasks // F of each family, the remainder to the first families in order."""
+    _, labels = make_family_tasks(n_tasks=n_tasks, n_samples=3, families=families, random_state=0)
+    assert [int((labels == f).sum()) for f in families] == expected
+    assert set(labels.tolist()) <= set(families)
+
+
+def test_family_tasks_are_shuffled():
+    _, labels = make_family_tasks(n_tasks=100, n_samples=2, random_state=0)
+    in_blocks = np.repeat(np.asarray(ALL_FAMILIES), 20)
+    assert not np.array_equal(labels, in_blocks)
+    # Every family shows up among the first 20 tasks: not blocks in families order.
+    assert set(labels[:20].tolist()) == set(ALL_FAMILIES)
+    _, other = make_family_tasks(n_tasks=100, n_samples=2, random_state=1)
+    assert not np.array_equal(labels, other)
+
+
+def test_family_tasks_match_their_formulas_and_ranges():
+    tasks, families, params = make_family_tasks(n_tasks=500, n_samples=10, noise=0.0,
+                                                return_params=True, random_state=0)
+    for (X, y), family, p in zip(tasks, families, params):
+        n_params = 2 if family in ("sinusoid", "linear") else 3
+        assert np.isfinite(p[:n_params]).all() and np.isnan(p[n_params:]).all()
+        np.testing.assert_allclose(y, _family_y(family, p, X[:, 0]), rtol=1e-12, atol=1e-12)
+    of = {f: params[families == f] for f in ALL_FAMILIES}
+    amplitude, phase = of["sinusoid"][:, 0], of["sinusoid"][:, 1]
+    assert amplitude.min() >= 0.1 and amplitude.max() <= 5.0
+    assert phase.min() >= 0.0 and phase.max() <= np.pi
+    assert np.abs(of["linear"][:, :2]).max() <= 3.0
+    curvature = of["quadratic"][:, 0]
+    assert np.abs(curvature).min() >= 0.02 and np.abs(curvature).max() <= 0.15
+    assert 20 < (curvature > 0).sum() < 80  # a random sign: both, about half each
+    assert np.abs(of["quadratic"][:, 1:3]).max() <= 3.0
+    assert np.abs(of["tanh"][:, :3]).max() <= 3.0
+    assert np.abs(of["abs"][:, 0]).max() <= 1.0 and np.abs(of["abs"][:, 1:3]).max() <= 3.0
+    # Spread over the ranges, not a corner of them.
+    assert of["tanh"][:, 0].min() < -2.5 and of["tanh"][:, 0].max() > 2.5
+    assert of["abs"][:, 0].min() < -0.8 and of["abs"][:, 0].max() > 0.8
+
+
+def test_family_tasks_x_range():
+    tasks = make_family_tasks(n_tasks=10, n_samples=20, x_range=(2, 3), random_state=0)[0]
+    X = np.concatenate([t[0] for t in tasks])
+    assert X.min() >= 2 and X.max() <= 3
+
+
+def test_family_tasks_noise():
+    """Default noise: Gaussian, sd 0.3, around the noiseless formula of each task's parameters."""
+    tasks, families, params = make_family_tasks(n_tasks=300, n_samples=20, return_params=True,
+                                                random_state=0)
+    residual = np.concatenate([y - _family_y(f, p, X[:, 0])
+                               for (X, y), f, p in zip(tasks, families, params)])
+    assert residual.shape == (6000,)
+    assert 0.27 < residual.std() < 0.33
+    assert abs(residual.mean()) < 0.03
+    tasks, families, params = make_family_tasks(n_tasks=100, n_samples=20, noise=1.5,
+                                                return_params=True, random_state=0)
+    residual = np.concatenate([y - _family_y(f, p, X[:, 0])
+                               for (X, y), f, p in zip(tasks, families, params)])
+    assert 1.35 < residual.std() < 1.65
+
+
+def test_family_tasks_random_state():
+    first = make_family_tasks(n_tasks=20, n_samples=5, return_params=True, random_state=3)
+    again = make_family_tasks(n_tasks=20, n_samples=5, return_params=True,
+                              random_state=np.random.RandomState(3))
+    other = make_family_tasks(n_tasks=20, n_samples=5, return_params=True, random_state=4)
+    for (Xa, ya), (Xb, yb) in zip(first[0], again[0]):
+        np.testing.assert_array_equal(Xa, Xb)
+        np.testing.assert_array_equal(ya, yb)
+    np.testing.assert_array_equal(first[1], again[1])
+    np.testing.assert_array_equal(first[2], again[2])
+    assert not np.array_equal(first[1], other[1])
+    assert not np.array_equal(first[0][0][0], other[0][0][0])
+
+
+def test_family_order_is_fixed_by_the_seed():
+    """The families are drawn first: x_range and noise do not change which task is which."""
+    _, labels = make_family_tasks(n_tasks=50, n_samples=5, random_state=7)
+    for kwargs in [dict(x_range=(0, 1)), dict(noise=0.0), dict(noise=2.0, x_range=(-1, 1)),
+                   dict(n_samples=30)]:
+        _, again = make_family_tasks(n_tasks=50, **{"n_samples": 5, **kwargs}, random_state=7)
+        np.testing.assert_array_equal(again, labels)
+
+
+def test_family_tasks_accept_any_sequence_of_names():
+    for families in [["tanh", "abs"], np.array(["tanh", "abs"]), ("tanh", "abs")]:
+        _, labels = make_family_tasks(n_tasks=4, n_samples=3, families=families, random_state=0)
+        assert sorted(labels.tolist()) == ["abs", "abs", "tanh", "tanh"]
+        assert all(type(f) is np.str_ for f in labels)
+
+
+def test_family_tasks_errors():
+    with pytest.raises(ValueError, match=r"families has unknown names \['cos'\]; the families are"):
+        make_family_tasks(families=("sinusoid", "cos"))
+    with pytest.raises(ValueError, match=r"unknown names \[3\]"):
+        make_family_tasks(families=("sinusoid", 3))
+    with pytest.raises(ValueError, match=r"families must be distinct; \['linear'\] appears more "
+                                         r"than once in \('linear', 'abs', 'linear'\)"):
+        make_family_tasks(families=("linear", "abs", "linear"))
+    with pytest.raises(ValueError, match="families must be a non-empty sequence of names"):
+        make_family_tasks(families=())
+    with pytest.raises(ValueError, match="families must be a non-empty sequence of names"):
+        make_family_tasks(families=np.array([["linear", "abs"]]))
+    with pytest.raises(ValueError, match="'families' parameter of make_family_tasks must be an "
+                                         "array-like. Got 'linear'"):
+        make_family_tasks(families="linear")
+    with pytest.raises(ValueError, match="'n_tasks' parameter of make_family_tasks must be an int "
+                                         r"in the range \[1, inf\)\. Got 0"):
+        make_family_tasks(n_tasks=0)
+    with pytest.raises(ValueError, match="'noise' parameter of make_family_tasks must be a float "
+                                         r"in the range \[0(\.0)?, inf\)\. Got -0.1"):
+        make_family_tasks(noise=-0.1)
+    with pytest.raises(ValueError, match="x_range must be a pair"):
+        make_family_tasks(x_range=(0, np.inf))
 
 
 def test_sinusoid_first_tasks_do_not_depend_on_n_tasks():
