@@ -214,6 +214,25 @@ class Timed:
         return np.median(t), np.percentile(t, 25), np.percentile(t, 75)
 
 
+def time_interleaved(impls, args):
+    """Warm up the implementations that built, then time them in interleaved rounds, rotating
+    who goes first, so drift and noisy periods are shared."""
+    live = [t for t in impls if t.error is None]
+    for t in live:
+        t.warm_up(args.warmup_seconds, args.block_seconds)
+    for r in range(args.repeats):
+        for i in range(len(live)):
+            live[(r + i) % len(live)].block()
+
+
+def paired_ratio(t, ref):
+    """Median over the interleaved rounds of ``t``'s block time over ``ref``'s, with the
+    interquartile range."""
+    paired = np.asarray(t.times) / np.asarray(ref.times)
+    return "%.2fx (%.2f-%.2f)" % (np.median(paired), np.percentile(paired, 25),
+                                  np.percentile(paired, 75))
+
+
 # ---------------------------------------------------------------------------------------------
 # Formatting
 # ---------------------------------------------------------------------------------------------
@@ -405,13 +424,7 @@ def table1(report, args, peer_status):
                         name, layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq)))
                 else:
                     absent.append((name, status))
-            live = [t for t in impls if t.error is None]
-            for t in live:
-                t.warm_up(args.warmup_seconds, args.block_seconds)
-            # Interleaved rounds, rotating who goes first, so drift and noisy periods are shared.
-            for r in range(args.repeats):
-                for i in range(len(live)):
-                    live[(r + i) % len(live)].block()
+            time_interleaved(impls, args)
             ref = impls[0]
             for t in impls:
                 if t.error is not None:
@@ -421,10 +434,7 @@ def table1(report, args, peer_status):
                 if t is ref:
                     ratio, diff = "1 (reference)", "-"
                 elif ref.error is None:
-                    paired = np.asarray(t.times) / np.asarray(ref.times)
-                    ratio = "%.2fx (%.2f-%.2f)" % (np.median(paired),
-                                                   np.percentile(paired, 25),
-                                                   np.percentile(paired, 75))
+                    ratio = paired_ratio(t, ref)
                     diff = "%.1e" % (abs(t.first_loss - ref.first_loss)
                                      / max(abs(ref.first_loss), 1e-30))
                 else:
@@ -596,12 +606,7 @@ def table3(report, args):
             impls = [Timed(label, lambda learn=learn, layers=layers: build_skmaml(
                 layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq, learn, layers))
                 for label, learn, layers in RULES]
-            live = [t for t in impls if t.error is None]
-            for t in live:
-                t.warm_up(args.warmup_seconds, args.block_seconds)
-            for r in range(args.repeats):
-                for i in range(len(live)):
-                    live[(r + i) % len(live)].block()
+            time_interleaved(impls, args)
             ref = impls[0]
             for t in impls:
                 if t.error is not None:
@@ -611,9 +616,7 @@ def table3(report, args):
                 if t is ref:
                     ratio = "1 (reference)"
                 else:
-                    paired = np.asarray(t.times) / np.asarray(ref.times)
-                    ratio = "%.2fx (%.2f-%.2f)" % (np.median(paired), np.percentile(paired, 25),
-                                                   np.percentile(paired, 75))
+                    ratio = paired_ratio(t, ref)
                 rows.append([n_steps, order, t.label, ms(med), "%s-%s" % (ms(q1), ms(q3)),
                              ratio])
     report(*table(headers, rows, "rllrrr"))
