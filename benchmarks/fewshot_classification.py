@@ -2,7 +2,7 @@
 
 Run it from the repository root::
 
-    python benchmarks/fewshot_classification.py              # full run (a few minutes)
+    python benchmarks/fewshot_classification.py              # full run (about 4 minutes)
     python benchmarks/fewshot_classification.py --quick      # smoke run
     python benchmarks/fewshot_classification.py --output fewshot.md
 
@@ -33,6 +33,13 @@ MAML
     the number of meta-iterations (checkpoints of one run) and the number of adaptation steps at
     test time (N or 20). Fixed: second order, meta-batch min(25, number of tasks). A control row
     adapts the same network from its random initialisation, to show what meta-training adds.
+Meta-SGD, LSLR, ANIL
+    The same, with ``learn_inner_lr="per_parameter"`` (a step size per parameter, learned from
+    alpha), ``learn_inner_lr="per_layer_step"`` (one per weight matrix / bias vector and step) or
+    ``adapted_layers=1`` (only the output layer adapts). Each is chosen the same way from its own
+    candidates (``VARIANT_CONFIGS``: three each, against MAML's six), with the same checkpoints and
+    test-time steps. "best variant" is the one of MAML and the three with the highest validation
+    accuracy; its test accuracy is that variant's.
 logistic regression, 1-nearest neighbour
     Fitted on the K x 3 support rows of the episode alone (they ignore the training classes).
     LogisticRegression's C is tuned on validation classes.
@@ -83,6 +90,25 @@ META_BATCH = 25
 MAML_CONFIGS = (("relu", (64, 64), 0.1, 5, 0.001), ("tanh", (64, 64), 0.1, 5, 0.001),
                 ("tanh", (64, 64), 0.3, 5, 0.001), ("tanh", (64, 64), 0.5, 1, 0.001),
                 ("tanh", (64, 64), 0.1, 5, 0.0003), ("tanh", (256,), 0.1, 5, 0.001))
+# MAML's variants (row name, the MAMLClassifier options that make it) and their candidates, in the
+# form of MAML_CONFIGS: each gets the same checkpoints and test-time step counts as MAML, and at most
+# as many candidates.
+VARIANTS = (("MAML", {}), ("Meta-SGD", {"learn_inner_lr": "per_parameter"}),
+            ("LSLR", {"learn_inner_lr": "per_layer_step"}), ("ANIL", {"adapted_layers": 1}))
+VARIANT_CONFIGS = {
+    "MAML": MAML_CONFIGS,
+    # Meta-SGD learns a step size per parameter from alpha; its paper takes one step.
+    "Meta-SGD": (("tanh", (64, 64), 0.1, 1, 0.001), ("tanh", (64, 64), 0.1, 5, 0.001),
+                 ("relu", (64, 64), 0.1, 5, 0.001)),
+    # LSLR learns one step size per layer and step, from alpha.
+    "LSLR": (("tanh", (64, 64), 0.1, 5, 0.001), ("tanh", (64, 64), 0.3, 5, 0.001),
+             ("relu", (64, 64), 0.1, 5, 0.001)),
+    # ANIL adapts the output layer only (fixed alpha): larger steps.
+    "ANIL": (("tanh", (64, 64), 0.3, 5, 0.001), ("tanh", (64, 64), 1.0, 5, 0.001),
+             ("relu", (64, 64), 0.3, 5, 0.001)),
+}
+VARIANT_OPTIONS = dict(VARIANTS)
+BEST = "best variant (validation)"
 MAML_CHECKPOINTS = (100, 200, 500, 1000, 2000)
 MAML_TEST_STEPS = 20
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -160,8 +186,9 @@ def mean_ci(values):
 # Methods
 # ---------------------------------------------------------------------------------------------
 
-def maml_checkpoints(stage, config, n_shot, checkpoints, random_state, n_jobs):
-    """Meta-train, yielding (meta-iterations, estimator) at each checkpoint.
+def maml_checkpoints(stage, config, n_shot, checkpoints, random_state, n_jobs, options=None):
+    """Meta-train, yielding (meta-iterations, estimator) at each checkpoint; ``options`` make a
+    variant (learn_inner_lr, adapted_layers; learned step sizes carry over between legs too).
 
     Continued with ``warm_start`` (Adam's state carries over); each leg gets its own seed, so the
     legs draw different episodes. The same legs reproduce the same model for the final stage.
@@ -176,7 +203,7 @@ def maml_checkpoints(stage, config, n_shot, checkpoints, random_state, n_jobs):
                          n_inner_steps=n_inner_steps, meta_lr=meta_lr,
                          meta_batch_size=min(META_BATCH, stage.n_tasks), n_support=n_shot,
                          n_query=N_QUERY, task_labels="per_task", n_iter_no_change=10**9,
-                         warm_start=True, n_jobs=n_jobs)
+                         warm_start=True, n_jobs=n_jobs, **(options or {}))
     done = 0
     for leg, stop in enumerate(checkpoints):
         clf.set_params(max_iter=stop - done, random_state=random_state + leg)
@@ -273,31 +300,39 @@ def validate(stage, args, report):
     report("Mean accuracy over %d validation episodes per shot (3-way, %d query rows per class)."
            % (len(stage.episodes[SHOTS[0]]), N_QUERY), "")
 
-    # MAML: configurations x checkpoints x test-time steps.
+    # MAML and its variants: configurations x checkpoints x test-time steps.
     rows = []
     for n_shot in SHOTS:
-        scores = {}
-        for config in args.maml_configs:
-            activation, hidden, alpha, n_inner_steps, meta_lr = config
-            test_steps = (n_inner_steps, MAML_TEST_STEPS)
-            start = time.perf_counter()
-            for n_iter, clf in maml_checkpoints(stage, config, n_shot, args.checkpoints, rs,
-                                                args.n_jobs):
-                for n_steps in test_steps:
-                    acc = accuracies(maml_predict(clf, n_steps), stage.episodes[n_shot]).mean()
-                    scores[config + (n_iter, n_steps)] = acc
-            cells = ["%.3f / %.3f" % tuple(scores[config + (it, s)] for s in test_steps)
-                     for it in args.checkpoints]
-            rows.append(["%d-shot" % n_shot, activation, str(hidden), "%g" % alpha,
-                         "%d" % n_inner_steps, "%g" % meta_lr] + cells
-                        + ["%.0f" % (time.perf_counter() - start)])
-        chosen[n_shot]["MAML"] = select(scores)
-    report("MAML (second order, Adam); cells: accuracy after N / %d adaptation steps at test, "
-           "by meta-iterations; s: seconds for the row (training and scoring):"
+        best_variant = None
+        for variant, options in VARIANTS:
+            scores = {}
+            for config in args.variant_configs[variant]:
+                activation, hidden, alpha, n_inner_steps, meta_lr = config
+                test_steps = (n_inner_steps, MAML_TEST_STEPS)
+                start = time.perf_counter()
+                for n_iter, clf in maml_checkpoints(stage, config, n_shot, args.checkpoints, rs,
+                                                    args.n_jobs, options):
+                    for n_steps in test_steps:
+                        acc = accuracies(maml_predict(clf, n_steps),
+                                         stage.episodes[n_shot]).mean()
+                        scores[config + (n_iter, n_steps)] = acc
+                cells = ["%.3f / %.3f" % tuple(scores[config + (it, s)] for s in test_steps)
+                         for it in args.checkpoints]
+                rows.append(["%d-shot" % n_shot, variant, activation, str(hidden), "%g" % alpha,
+                             "%d" % n_inner_steps, "%g" % meta_lr] + cells
+                            + ["%.0f" % (time.perf_counter() - start)])
+            chosen[n_shot][variant] = select(scores)
+            if best_variant is None or chosen[n_shot][variant][1] > chosen[n_shot][best_variant][1]:
+                best_variant = variant
+        chosen[n_shot][BEST] = (best_variant, chosen[n_shot][best_variant][1])
+    report("MAML and its variants (second order, Adam; Meta-SGD: learn_inner_lr=\"per_parameter\", "
+           "LSLR: learn_inner_lr=\"per_layer_step\", both starting from alpha; ANIL: "
+           "adapted_layers=1); cells: accuracy after N / %d adaptation steps at test, by "
+           "meta-iterations; s: seconds for the row (training and scoring):"
            % MAML_TEST_STEPS, "")
-    report(*table(["shot", "activation", "hidden", "alpha", "N", "beta"]
+    report(*table(["shot", "variant", "activation", "hidden", "alpha", "N", "beta"]
                   + ["%d it." % it for it in args.checkpoints] + ["s"], rows,
-                  "llllrr" + "r" * (len(args.checkpoints) + 1)), "")
+                  "lllllrr" + "r" * (len(args.checkpoints) + 1)), "")
 
     # Logistic regression on the support rows: C.
     rows = []
@@ -351,7 +386,9 @@ def validate(stage, args, report):
 
 
 def describe(name, key):
-    if name == "MAML":
+    if name == BEST:
+        return "%s (the variant with the highest validation accuracy)" % key
+    if name in VARIANT_OPTIONS:
         activation, hidden, alpha, n_inner_steps, meta_lr, n_iter, n_steps = key
         return ("%s %s, alpha=%g, N=%d, beta=%g, %d meta-iterations, %d steps at test"
                 % (activation, hidden, alpha, n_inner_steps, meta_lr, n_iter, n_steps))
@@ -381,19 +418,25 @@ def test(stage, chosen, args, report):
     for n_shot in SHOTS:
         eps = stage.episodes[n_shot]
         results = {}
-        key, _ = chosen[n_shot]["MAML"]
-        config, n_iter, n_steps = key[:5], key[5], key[6]
-        start = time.perf_counter()
-        legs = tuple(c for c in args.checkpoints if c <= n_iter)
-        for _, maml in maml_checkpoints(stage, config, n_shot, legs, rs, args.n_jobs):
-            pass
-        timing.append(["MAML, %d-shot" % n_shot, "%d meta-iterations" % maml.n_iter_,
-                       "%.1f" % (time.perf_counter() - start)])
-        results["MAML"] = accuracies(maml_predict(maml, n_steps), eps)
-        # Control: the same network and adaptation from its random initialisation (one
-        # meta-iteration), to show what meta-training adds.
-        for _, untrained in maml_checkpoints(stage, config, n_shot, (1,), rs, args.n_jobs):
-            results[CONTROL] = accuracies(maml_predict(untrained, n_steps), eps)
+        for variant, options in VARIANTS:
+            key, _ = chosen[n_shot][variant]
+            config, n_iter, n_steps = key[:5], key[5], key[6]
+            start = time.perf_counter()
+            legs = tuple(c for c in args.checkpoints if c <= n_iter)
+            for _, maml in maml_checkpoints(stage, config, n_shot, legs, rs, args.n_jobs,
+                                            options):
+                pass
+            timing.append(["%s, %d-shot" % (variant, n_shot), "%d meta-iterations" % maml.n_iter_,
+                           "%.1f" % (time.perf_counter() - start)])
+            results[variant] = accuracies(maml_predict(maml, n_steps), eps)
+            if variant == "MAML":
+                # Control: the same network and adaptation from its random initialisation (one
+                # meta-iteration), to show what meta-training adds.
+                for _, untrained in maml_checkpoints(stage, config, n_shot, (1,), rs,
+                                                     args.n_jobs):
+                    results[CONTROL] = accuracies(maml_predict(untrained, n_steps), eps)
+        # Chosen on validation among the variants: its test accuracy is that variant's.
+        results[BEST] = results[chosen[n_shot][BEST][0]]
         C = chosen[n_shot]["logistic regression"][0]
         results["logistic regression"] = accuracies(logistic_predict(C), eps)
         results["1-nearest neighbour"] = accuracies(nearest_neighbour_predict, eps)
@@ -438,17 +481,20 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: two MAML configurations, checkpoints 100/300, 100 episodes")
+                   help="smoke run: two MAML configurations and one of each variant, checkpoints "
+                        "100/300, 100 episodes")
     p.add_argument("--random-state", type=int, default=0,
                    help="seeds the class splits, episodes and models")
     p.add_argument("--n-jobs", type=int, default=1, help="threads for MAML's meta-gradient")
     p.add_argument("--output", metavar="FILE", help="also write the report (Markdown) to FILE")
     args = p.parse_args(argv)
     if args.quick:
-        args.maml_configs, args.checkpoints = MAML_CONFIGS[:2], (100, 300)
+        args.variant_configs = {name: configs[:2] if name == "MAML" else configs[:1]
+                                for name, configs in VARIANT_CONFIGS.items()}
+        args.checkpoints = (100, 300)
         n_validation, n_test = 100, 100
     else:
-        args.maml_configs, args.checkpoints = MAML_CONFIGS, MAML_CHECKPOINTS
+        args.variant_configs, args.checkpoints = VARIANT_CONFIGS, MAML_CHECKPOINTS
         n_validation, n_test = 300, 600
     script_start = time.perf_counter()
 

@@ -2,7 +2,7 @@
 
 Run it from the repository root::
 
-    python benchmarks/real_grouped_data.py                 # full run (about 5 minutes, 2 cores)
+    python benchmarks/real_grouped_data.py                 # full run (7-12 minutes, 2 cores)
     python benchmarks/real_grouped_data.py --quick         # smoke run (under a minute)
     python benchmarks/real_grouped_data.py --self-check    # only check the BLUP against statsmodels
     python benchmarks/real_grouped_data.py --output real.md
@@ -70,6 +70,16 @@ skmaml
     X_support, y_support)``. Tuned: inner_lr, n_inner_steps, hidden_layer_sizes; the default
     stopping rule, up to ``max_iter`` meta-iterations. A control row,
     "skmaml theta, not adapted", predicts with the meta-learned initialisation itself.
+skmaml variants
+    The same recipe, one ``GridSearchCV`` per variant on the same folds with the same scorer
+    (grids: ``FULL_VARIANTS``): MAML on a linear model (``hidden_layer_sizes=()``); Meta-SGD
+    (``learn_inner_lr="per_parameter"``: a step size per parameter, learned from ``inner_lr``);
+    LSLR (``learn_inner_lr="per_layer_step"``: one per weight matrix and bias vector and inner
+    step); ANIL (``adapted_layers=1``: only the output layer adapts). Tuned for each: inner_lr,
+    n_inner_steps, hidden_layer_sizes (with ``()``, linear, for Meta-SGD and LSLR). "skmaml
+    best variant" is the variant (MAML's row included) whose search has the lowest CV MSE, so
+    it is chosen on the meta-training groups only; its test MSE is that variant's. The learned
+    step sizes of the chosen Meta-SGD and LSLR fits are printed under each table.
 
 skmaml's tuning scores its candidates with ``FewShotScorer``'s own support draws; the baselines'
 tuning uses this script's draws (the same protocol, other rows). The test draws are shared.
@@ -102,14 +112,53 @@ SHOTS = {"MathAchieve": (5, 10), "Spruce": (4,)}
 # One row of a table: the test MSE of each test group, what tuning chose and its CV MSE, the time.
 Result = collections.namedtuple("Result", "label mse chosen cv seconds is_baseline")
 
+# skmaml's variants, each tuned by its own GridSearchCV on the same folds and scorer: (row label,
+# the MAMLRegressor options that make the variant, its grid: a dict or a list of dicts, keys without
+# the Pipeline's "maml__" prefix). The best variant is the one whose search has the lowest CV MSE.
+FULL_VARIANTS = (
+    ("MAML", {}, {"inner_lr": [0.01, 0.03, 0.1, 0.3], "n_inner_steps": [1, 5],
+                  "hidden_layer_sizes": [(20,), (40, 40)]}),
+    ("MAML, linear", {"hidden_layer_sizes": ()},
+     {"inner_lr": [0.01, 0.03, 0.1, 0.3], "n_inner_steps": [1, 5]}),
+    # Meta-SGD learns its step sizes from inner_lr; one step as in its paper, five on the small
+    # networks.
+    ("Meta-SGD", {"learn_inner_lr": "per_parameter"},
+     [{"inner_lr": [0.01, 0.1], "n_inner_steps": [1, 5], "hidden_layer_sizes": [(), (20,)]},
+      {"inner_lr": [0.01, 0.1], "n_inner_steps": [1], "hidden_layer_sizes": [(40, 40)]}]),
+    # LSLR: one step size per layer and step, so several steps, as in MAML++.
+    ("LSLR", {"learn_inner_lr": "per_layer_step"},
+     {"inner_lr": [0.01, 0.1], "n_inner_steps": [5], "hidden_layer_sizes": [(), (20,), (40, 40)]}),
+    # ANIL adapts the output layer only: larger step sizes.
+    ("ANIL", {"adapted_layers": 1},
+     {"inner_lr": [0.1, 0.3, 1.0], "n_inner_steps": [1, 5], "hidden_layer_sizes": [(20,), (40, 40)]}),
+)
+QUICK_VARIANTS = (
+    ("MAML", {}, {"inner_lr": [0.03, 0.1], "n_inner_steps": [1], "hidden_layer_sizes": [(40, 40)]}),
+    ("MAML, linear", {"hidden_layer_sizes": ()}, {"inner_lr": [0.1], "n_inner_steps": [1]}),
+    ("Meta-SGD", {"learn_inner_lr": "per_parameter"},
+     {"inner_lr": [0.1], "n_inner_steps": [1], "hidden_layer_sizes": [(), (20,)]}),
+    ("LSLR", {"learn_inner_lr": "per_layer_step"},
+     {"inner_lr": [0.1], "n_inner_steps": [2], "hidden_layer_sizes": [(20,)]}),
+    ("ANIL", {"adapted_layers": 1},
+     {"inner_lr": [0.3], "n_inner_steps": [1], "hidden_layer_sizes": [(20,)]}),
+)
+# Row labels of the variants ("MAML" keeps the label of the first version of this script).
+VARIANT_LABELS = {
+    "MAML": "skmaml (MAMLRegressor, adapted)",
+    "MAML, linear": "skmaml MAML, linear (hidden_layer_sizes=())",
+    "Meta-SGD": 'skmaml Meta-SGD (learn_inner_lr="per_parameter")',
+    "LSLR": 'skmaml LSLR (learn_inner_lr="per_layer_step")',
+    "ANIL": "skmaml ANIL (adapted_layers=1)",
+}
+BEST_LABEL = "skmaml best variant (lowest CV MSE)"
+
 FULL = dict(
     n_folds=5,
     ridge_alpha=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
     support_alpha=(0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
     shift_lambda=(0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 200.0),
     hgb={"learning_rate": [0.03, 0.1], "max_leaf_nodes": [7, 31], "max_iter": [200]},
-    maml={"maml__inner_lr": [0.01, 0.03, 0.1, 0.3], "maml__n_inner_steps": [1, 5],
-          "maml__hidden_layer_sizes": [(20,), (40, 40)]},
+    variants=FULL_VARIANTS,
     maml_iter=3000,
 )
 QUICK = dict(
@@ -118,8 +167,7 @@ QUICK = dict(
     support_alpha=(1.0, 100.0),
     shift_lambda=(1.0, 10.0),
     hgb={"learning_rate": [0.1], "max_leaf_nodes": [15], "max_iter": [100]},
-    maml={"maml__inner_lr": [0.03, 0.1], "maml__n_inner_steps": [1],
-          "maml__hidden_layer_sizes": [(40, 40)]},
+    variants=QUICK_VARIANTS,
     maml_iter=300,
 )
 
@@ -388,8 +436,17 @@ def tune(make, grid, X, y, groups, n_support, n_folds, seed):
     return make(**grid[best]).fit(X, y, groups), grid[best], scores[best]
 
 
-def tune_maml(X, y, groups, n_support, config, n_jobs, seed):
-    """The user guide's recipe: GridSearchCV over a scaled MAMLRegressor, few-shot scoring."""
+def prefixed(grid):
+    """A variant's grid (a dict or a list of dicts) with the Pipeline's "maml__" prefix."""
+    grids = [grid] if isinstance(grid, dict) else list(grid)
+    return [{"maml__" + key: values for key, values in g.items()} for g in grids]
+
+
+def tune_maml(X, y, groups, n_support, options, grid, config, n_jobs, seed):
+    """The user guide's recipe: GridSearchCV over a scaled MAMLRegressor, few-shot scoring.
+    ``options`` make the variant (e.g. learn_inner_lr); ``grid`` is what the search tunes. Every
+    variant is searched on the same GroupKFold folds with the same scorer (its support draws are
+    seeded), so the CV MSEs of the variants compare like for like."""
     import sklearn
     from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
     from sklearn.model_selection import GridSearchCV, GroupKFold
@@ -402,8 +459,8 @@ def tune_maml(X, y, groups, n_support, config, n_jobs, seed):
         ("scale", StandardScaler()),
         # The default stopping rule, up to max_iter meta-iterations.
         ("maml", MAMLRegressor(n_support=n_support, max_iter=config["maml_iter"],
-                               random_state=seed))])
-    search = GridSearchCV(pipeline, config["maml"], cv=GroupKFold(config["n_folds"]),
+                               random_state=seed, **options))])
+    search = GridSearchCV(pipeline, prefixed(grid), cv=GroupKFold(config["n_folds"]),
                           scoring=FewShotScorer("neg_mean_squared_error", n_support=n_support,
                                                 n_repeats=N_DRAWS),
                           n_jobs=n_jobs)
@@ -416,6 +473,25 @@ def tune_maml(X, y, groups, n_support, config, n_jobs, seed):
         warnings.filterwarnings("ignore", message="One or more of the test scores are non-finite")
         search.fit(X, y, groups=groups)
     return search
+
+
+def learned_rates_text(maml, feature_names):
+    """The learned inner step sizes of a fitted MAMLRegressor, in words ("" if none): every
+    one for a linear model (per feature, on standardised features and target), else a range
+    per layer."""
+    coefs, intercepts = maml.inner_lr_coefs_, maml.inner_lr_intercepts_
+    if coefs is None:
+        return ""
+    if maml.learn_inner_lr == "per_layer_step":
+        return "; ".join("layer %d weights %s, biases %s" % (
+            i + 1, " ".join("%.3g" % v for v in c), " ".join("%.3g" % v for v in b))
+            for i, (c, b) in enumerate(zip(coefs, intercepts)) if np.any(c) or np.any(b))
+    if len(coefs) == 1:
+        return ", ".join("%s %.3g" % (name, v) for name, v in
+                         zip(feature_names + ["intercept"], list(coefs[0][:, 0]) + [intercepts[0][0]]))
+    return "; ".join("layer %d weights %.3g to %.3g (median %.3g), biases %.3g to %.3g" % (
+        i + 1, c.min(), c.max(), np.median(c), b.min(), b.max())
+        for i, (c, b) in enumerate(zip(coefs, intercepts)))
 
 
 def diverged_candidates(search):
@@ -476,25 +552,45 @@ def run_one(data, n_support, mixed, config, args):
         results.append(Result(label, mse, method.describe(), cv,
                               seconds + time.perf_counter() - start, True))
 
-    start = time.perf_counter()
-    search = tune_maml(X_tr, y_tr, g_tr, n_support, config, args.n_jobs, args.seed)
-    fitted = search.best_estimator_
-    mse = group_mse(AdaptedMAML(fitted), X_te, y_te, test_episodes)
-    seconds = time.perf_counter() - start
-    maml = fitted[-1]
-    chosen = params_text(search.best_params_) + "; %d of max_iter=%d meta-iterations (%s)" % (
-        maml.n_iter_, config["maml_iter"], maml.stop_reason_)
-    results.append(Result("skmaml (MAMLRegressor, adapted)", mse, chosen, -search.best_score_,
-                          seconds, False))
-    results.append(Result("skmaml theta, not adapted (control)",
-                          group_mse(AdaptedMAML(fitted, adapt=False), X_te, y_te, test_episodes),
-                          "the same fit", None, None, False))
-    diverged = diverged_candidates(search)
-    note = ("- skmaml's search: %d of %d candidates had a fit that raised (skmaml stops a "
-            "diverging fit with a ValueError), scored nan in that fold and so not chosen"
-            % (len(diverged), len(search.cv_results_["params"])))
-    note += (": " + "; ".join(diverged) + ".") if diverged else "."
-    return results, [note], len(train_ids), len(test_ids), len(y_te)
+    notes, searched = [], []
+    for name, options, grid in config["variants"]:
+        start = time.perf_counter()
+        search = tune_maml(X_tr, y_tr, g_tr, n_support, options, grid, config, args.n_jobs,
+                           args.seed)
+        fitted = search.best_estimator_
+        mse = group_mse(AdaptedMAML(fitted), X_te, y_te, test_episodes)
+        seconds = time.perf_counter() - start
+        maml = fitted[-1]
+        chosen = params_text(search.best_params_) + "; %d of max_iter=%d meta-iterations (%s)" % (
+            maml.n_iter_, config["maml_iter"], maml.stop_reason_)
+        result = Result(VARIANT_LABELS[name], mse, chosen, -search.best_score_, seconds, False)
+        results.append(result)
+        searched.append((name, result))
+        if name == "MAML":
+            results.append(Result("skmaml theta, not adapted (control)",
+                                  group_mse(AdaptedMAML(fitted, adapt=False), X_te, y_te,
+                                            test_episodes),
+                                  "the same fit", None, None, False))
+        diverged = diverged_candidates(search)
+        note = ("- skmaml %s's search: %d of %d candidates had a fit that raised (skmaml stops a "
+                "diverging fit with a ValueError), scored nan in that fold and so not chosen"
+                % (name, len(diverged), len(search.cv_results_["params"])))
+        notes.append(note + ((": " + "; ".join(diverged) + ".") if diverged else "."))
+        rates = learned_rates_text(maml, data.feature_names)
+        if rates:
+            notes.append("- skmaml %s's learned inner step sizes (standardised features and "
+                         "target): %s." % (name, rates))
+
+    # The best variant, chosen on the meta-training groups only: the lowest CV MSE of the
+    # searches (same folds, same scorer). Its test MSE is that variant's; its time all searches'.
+    name, best = min(searched, key=lambda item: item[1].cv)
+    results.append(Result(BEST_LABEL, best.mse, "%s: %s" % (name, best.chosen), best.cv,
+                          sum(r.seconds for _, r in searched), False))
+    notes.append("- %s: the variant whose search has the lowest CV MSE on the meta-training "
+                 "groups (%s); CV MSE of each: %s." % (
+                     BEST_LABEL, name, ", ".join("%s %s" % (n, "%.4g" % r.cv)
+                                                 for n, r in searched)))
+    return results, notes, len(train_ids), len(test_ids), len(y_te)
 
 
 def meta_training_rows(data, seed):

@@ -598,10 +598,11 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         kept = ("The initial parameters are kept in coefs_/intercepts_" if self.n_iter_ == 0 else
                 "The last parameters whose query loss was finite and below the limit (those "
                 f"meta-iteration {self.n_iter_} started from) are kept in coefs_/intercepts_")
+        start = " (the learned step sizes' starting value)" if self.learn_inner_lr else ""
         raise ValueError(
             f"Meta-training diverged at meta-iteration {self.n_iter_ + 1}: {what}. {kept}. "
             "Lower inner_lr "
-            f"(now {self.inner_lr}), n_inner_steps (now {self.n_inner_steps}) or meta_lr (now "
+            f"(now {self.inner_lr}{start}), n_inner_steps (now {self.n_inner_steps}) or meta_lr (now "
             f"{self.meta_lr}), and check that X is standardised (e.g. a StandardScaler in a "
             "Pipeline).")
 

@@ -260,3 +260,10 @@ def test_options_that_do_not_fit_the_network_are_clear_errors():
             changed = copy.copy(est).set_params(**change)
             with pytest.raises(ValueError, match="refit the model"):
                 changed.adapt(X[:5], y[:5])
+
+
+def test_divergence_message_says_inner_lr_is_the_starting_value():
+    X, y, g = _data()
+    with pytest.raises(ValueError, match=r"inner_lr \(now 1000.0 \(the learned step sizes' "
+                                         r"starting value\)\)"):
+        _regressor(learn_inner_lr="per_parameter", inner_lr=1000.0).fit(X, y, groups=g)
