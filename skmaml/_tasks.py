@@ -85,7 +85,8 @@ def _is_ready(array, ensure_2d, dtype):
     meta-training on them; arrays already in a usable form skip it, and
     their finiteness is checked once over all tasks (:func:`_check_finite`).
     """
-    if not isinstance(array, np.ndarray) or array.shape[0] < 1 or not array.flags.c_contiguous:
+    if (not isinstance(array, np.ndarray) or array.ndim == 0 or array.shape[0] < 1
+            or not array.flags.c_contiguous):
         return False
     if ensure_2d:
         return array.ndim == 2 and array.shape[1] >= 1 and array.dtype in (np.float32,

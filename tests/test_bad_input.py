@@ -241,6 +241,14 @@ def test_bare_array_in_task_list_is_a_clean_error():
         _regressor().fit([_reg_task(), np.zeros((5, 2))])
 
 
+def test_zero_dimensional_task_arrays_are_clean_errors():
+    # Found by the random malformed-input test: a 0-d X used to raise IndexError.
+    with pytest.raises(ValueError, match=r"task 0: X: Expected 2D array, got scalar array"):
+        _regressor().fit([(np.array(0.0), np.array([0.0, 0.0]))])
+    with pytest.raises((ValueError, TypeError), match=r"task 0: y"):
+        _regressor().fit([(np.zeros((3, 1)), np.array(0.0))])
+
+
 def test_task_x_and_y_lengths_differ():
     X, y = _reg_task()
     with pytest.raises(ValueError, match=r"task 1: X has 12 rows but y has 11"):
