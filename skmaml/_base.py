@@ -290,21 +290,29 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         self : object
             The fitted estimator.
         """
-        hidden = self._validate_hidden_layer_sizes()
-        task_set = self._validate_fit_input(X, y, groups)
-        task_set.targets, n_outputs = self._encode_fit_targets(task_set)
-        self.n_outputs_ = n_outputs
+        hidden, task_set, n_outputs, n_query = self._prepare_fit(X, y, groups)
         valid = None
         if X_val is not None or y_val is not None or groups_val is not None:
             if not self.early_stopping:
                 raise ValueError("X_val is given, but early_stopping=False: validation tasks are "
                                  "used for early stopping only; set early_stopping=True.")
             valid = self._validation_input(X_val, y_val, groups_val)
+        self._meta_train(task_set, hidden, n_outputs, n_query, valid)
+        return self
+
+    def _prepare_fit(self, X, y, groups):
+        """What ``fit`` does before meta-training (also for :class:`MAMLMixture`, which
+        meta-trains its components on subsets of the tasks): validate the tasks, encode their
+        targets (setting ``n_outputs_`` and the target encoding), and size their support sets.
+        Returns ``(hidden_layer_sizes, task_set, n_outputs, n_query)``."""
+        hidden = self._validate_hidden_layer_sizes()
+        task_set = self._validate_fit_input(X, y, groups)
+        task_set.targets, n_outputs = self._encode_fit_targets(task_set)
+        self.n_outputs_ = n_outputs
         n_query = ALL_OTHER_ROWS if self.n_query is None else self.n_query
         task_set.support_sizes = self._support_sizes(task_set, task_set.targets, self.n_support,
                                                      n_query)
-        self._meta_train(task_set, hidden, n_outputs, n_query, valid)
-        return self
+        return hidden, task_set, n_outputs, n_query
 
     def _validation_input(self, X_val, y_val, groups_val):
         """User-given validation tasks as a TaskSet with its kernel targets."""
@@ -555,6 +563,11 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         """The mean query loss of a batch's tasks after adapting from ``params`` (θ and any
         learned step sizes) with ``n_inner_steps`` (default the estimator's) steps: adaptation
         and the loss only, no meta-gradient, no second-order sweep."""
+        return float(np.mean(self._query_losses(params, layer_sizes, activation, episodes,
+                                                n_inner_steps)))
+
+    def _query_losses(self, params, layer_sizes, activation, episodes, n_inner_steps=None):
+        """Each task's query loss (kernel units) of :meth:`_mean_query_loss`."""
         if n_inner_steps is None:
             n_inner_steps = self.n_inner_steps
         theta, rule = self._layout(layer_sizes).kernel_rule(params, self.inner_lr)
@@ -566,7 +579,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                                   ys[s_off[t]:s_off[t + 1]], rule, int(n_inner_steps))
             losses.append(loss_grad(adapted, layer_sizes, activation, Xq[q_off[t]:q_off[t + 1]],
                                     yq[q_off[t]:q_off[t + 1]], gradient))
-        return float(np.mean(losses))
+        return np.asarray(losses, dtype=np.float64)
 
     def _exploded_loss(self, y_kernel, unadapted_loss):
         """A query loss above which meta-training has run away although numbers are finite:
@@ -706,6 +719,27 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             A fitted copy whose ``coefs_``/``intercepts_`` are the adapted parameters; its
             ``predict`` serves the new task.
         """
+        adapted, params, layer_sizes, _, _, adapted_attributes, n_inner_steps = (
+            self._adapt_theta(X, y, n_inner_steps))
+        steps_done = getattr(self, "_n_adapted_steps", 0)
+        model = copy.copy(self)
+        # Fresh copies of everything mutable, so the adapted model and the estimator never share
+        # state; the long training history is copied as lists (cheap), not deep-copied.
+        for name, value in vars(self).items():
+            if isinstance(value, list):
+                setattr(model, name, list(value))
+            elif name.startswith("_") and hasattr(value, "__dict__"):
+                setattr(model, name, copy.deepcopy(value))
+        model._set_theta(np.concatenate([adapted, params[adapted.shape[0]:]]), layer_sizes)
+        model._n_adapted_steps = steps_done + int(n_inner_steps)
+        for name, value in adapted_attributes.items():
+            setattr(model, name, value)
+        return model
+
+    def _adapt_theta(self, X, y, n_inner_steps):
+        """Validate one task's rows and adapt θ to them: ``(adapted θ, params, layer_sizes, X,
+        kernel targets, fitted attributes of the adapted copy, n_inner_steps)``; what ``adapt``
+        and the adapted support loss (:meth:`_adapted_support_loss`) share."""
         check_is_fitted(self)
         if n_inner_steps is None:
             n_inner_steps = self.n_inner_steps
@@ -725,19 +759,25 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             raise ValueError(
                 "Adaptation diverged: the adapted parameters are not finite. Lower inner_lr "
                 f"(now {self.inner_lr}) or n_inner_steps, or standardise X and y.")
-        model = copy.copy(self)
-        # Fresh copies of everything mutable, so the adapted model and the estimator never share
-        # state; the long training history is copied as lists (cheap), not deep-copied.
-        for name, value in vars(self).items():
-            if isinstance(value, list):
-                setattr(model, name, list(value))
-            elif name.startswith("_") and hasattr(value, "__dict__"):
-                setattr(model, name, copy.deepcopy(value))
-        model._set_theta(np.concatenate([adapted, params[theta.shape[0]:]]), layer_sizes)
-        model._n_adapted_steps = steps_done + int(n_inner_steps)
-        for name, value in adapted_attributes.items():
-            setattr(model, name, value)
-        return model
+        return (adapted, params, layer_sizes, X, y_kernel, adapted_attributes,
+                int(n_inner_steps))
+
+    def _held_out_loss(self, X, y, X_held_out, y_held_out, n_inner_steps=None):
+        """The training loss (kernel units) on held-out rows after adapting to ``X, y``: for
+        regression targets, whose encoding does not depend on the rows (a classifier's
+        per-task labels are mapped from the support rows, which may miss a held-out class)."""
+        adapted, _, layer_sizes, X, _, _, _ = self._adapt_theta(X, y, n_inner_steps)
+        X_held_out = np.ascontiguousarray(X_held_out, dtype=adapted.dtype)
+        y_kernel = self._encode_adapt_targets(y_held_out)[0]
+        return float(loss_grad(adapted, layer_sizes, ACTIVATION_CODES[self.activation],
+                               X_held_out, y_kernel, np.empty_like(adapted)))
+
+    def _adapted_support_loss(self, X, y, n_inner_steps=None):
+        """The training loss (kernel units) on a task's rows after adapting to those same rows:
+        how well this initialisation serves a task seen through its support rows only."""
+        adapted, _, layer_sizes, X, y_kernel, _, _ = self._adapt_theta(X, y, n_inner_steps)
+        return float(loss_grad(adapted, layer_sizes, ACTIVATION_CODES[self.activation], X,
+                               y_kernel, np.empty_like(adapted)))
 
     # ---------------------------------------------------------------------------------------------
     # Few-shot scoring

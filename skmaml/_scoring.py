@@ -14,6 +14,12 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import BaseMAML
 
 
+def _is_maml(estimator):
+    """A MAML estimator, or a MAMLMixture, which scores and adapts as its components do (it is
+    not a BaseMAML; importing it here would be circular)."""
+    return isinstance(estimator, BaseMAML) or hasattr(estimator, "support_losses")
+
+
 def _final_maml_step(estimator, X=None):
     """The MAML estimator at the end of ``estimator`` and ``X`` transformed to reach it (None when
     not given)."""
@@ -21,12 +27,12 @@ def _final_maml_step(estimator, X=None):
         if len(estimator.steps) > 1 and X is not None:
             X = estimator[:-1].transform(X)
         estimator = estimator.steps[-1][1]
-    if not isinstance(estimator, BaseMAML):
+    if not _is_maml(estimator):
         hint = ("; only skmaml.adapt goes through a TransformedTargetRegressor. MAMLRegressor "
                 "standardises y itself (normalize_y=True), so one is needed only for another "
                 "target transform" if isinstance(estimator, TransformedTargetRegressor) else "")
-        raise TypeError("expected a MAMLRegressor or MAMLClassifier, or a Pipeline ending in "
-                        f"one; got {type(estimator).__name__}{hint}.")
+        raise TypeError("expected a MAMLRegressor, MAMLClassifier or MAMLMixture, or a Pipeline "
+                        f"ending in one; got {type(estimator).__name__}{hint}.")
     return estimator, X
 
 
@@ -68,8 +74,8 @@ def adapt(estimator, X, y, n_inner_steps=None):
         adapted.regressor_ = adapt(estimator.regressor_, X, _transformed_target(estimator, y),
                                    n_inner_steps)
         return adapted
-    if not isinstance(estimator, BaseMAML):
-        raise TypeError("expected a MAMLRegressor or MAMLClassifier, or a Pipeline or "
+    if not _is_maml(estimator):
+        raise TypeError("expected a MAMLRegressor, MAMLClassifier or MAMLMixture, or a Pipeline or "
                         f"TransformedTargetRegressor around one; got {type(estimator).__name__}.")
     return estimator.adapt(X, y, n_inner_steps=n_inner_steps)
 

@@ -539,7 +539,7 @@ def test_invalid_fewshotscorer_parameters():
                    dict(n_inner_steps=-1)):
         with pytest.raises(ValueError, match=next(iter(params))):
             FewShotScorer(**params)
-    with pytest.raises(TypeError, match="MAMLRegressor or MAMLClassifier"):
+    with pytest.raises(TypeError, match="MAMLRegressor, MAMLClassifier or MAMLMixture"):
         FewShotScorer()(object(), np.zeros((4, 2)), np.zeros(4))
 
 

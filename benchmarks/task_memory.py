@@ -1,0 +1,249 @@
+"""Task memory on multimodal task families: MAMLMixture beside one MAML and a per-family oracle.
+
+Run it from the repository root::
+
+    python benchmarks/task_memory.py                  # 2, 3, 5 families and a k sweep (~22 min)
+    python benchmarks/task_memory.py --quick          # smoke run (about a minute)
+    python benchmarks/task_memory.py --families 5 --output memory.md
+
+Tasks: :func:`skmaml.datasets.make_family_tasks` (sinusoid, linear, quadratic, tanh, abs on
+x in [-5, 5], noise sd 0.3) in equal shares, 20 rows each; meta-training draws K = 5 support and
+5 query rows at each visit. Every method gets the same total budget of meta-iterations (``--budget``,
+default 15,000) with ``MAMLRegressor(hidden_layer_sizes=(40, 40), inner_lr=0.01, n_inner_steps=5,
+n_support=5, n_query=5)`` (the issue's setting: targets standardised by the estimator; second
+order, Adam 0.001, meta-batch 25):
+
+* **one MAML** for all tasks, all of the budget;
+* **the mixture**, ``MAMLMixture(..., n_components=k)`` with k the number of families, each
+  component ``budget / k`` meta-iterations (plus one round of the initial single MAML);
+* **oracle**: one MAML per family, ``budget / k`` each, trained on that family's tasks only and
+  routed by the true family at test time (what a perfect memory would do).
+
+Test: 200 new tasks per family, adapted on 5 support rows and scored on 100 other rows (query MSE,
+mean ± 95% CI, median and worst task, per family and overall). Routing accuracy: the share of test
+tasks routed to "their" component, under the best one-to-one matching of components to families
+(Hungarian; as clustering is scored up to relabelling), beside the Bayes-optimal accuracy of any
+router from 5 noisy points (``benchmarks/routing_bound.py``). Training wall time per method.
+"""
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+if REPO not in sys.path:
+    sys.path.insert(1, REPO)
+
+from bench_meta_step import Report, accuracy_header, table  # noqa: E402
+
+FAMILIES = ("sinusoid", "linear", "quadratic", "tanh", "abs")
+N_SUPPORT, N_TEST_QUERY = 5, 100
+
+
+def base_estimator(max_iter, seed):
+    from skmaml import MAMLRegressor
+
+    return MAMLRegressor(hidden_layer_sizes=(40, 40), inner_lr=0.01, n_inner_steps=5,
+                         n_support=N_SUPPORT, n_query=5, max_iter=max_iter,
+                         n_iter_no_change=max_iter, random_state=seed)
+
+
+def fit_kept(estimator, tasks, notes, name):
+    """``estimator.fit(tasks)``; if meta-training diverges, the estimator keeps its last finite
+    parameters (skmaml's rule), and the table says so rather than the run stopping."""
+    try:
+        return estimator.fit(tasks)
+    except ValueError:
+        if getattr(estimator, "stop_reason_", None) != "diverged":
+            raise
+        notes.append("%s diverged at meta-iteration %d and kept its last finite parameters."
+                     % (name, estimator.n_iter_ + 1))
+        return estimator
+
+
+def mean_ci(values):
+    from skmaml._stats import mean_confidence_interval
+
+    mean, half = mean_confidence_interval(np.asarray(values, dtype=np.float64))
+    return "%.3f ± %.3f" % (mean, half)
+
+
+def routing_accuracy(routes, truth, n_components, n_families):
+    from scipy.optimize import linear_sum_assignment
+
+    counts = np.zeros((n_components, n_families))
+    for r, t in zip(routes, truth):
+        counts[r, t] += 1
+    rows, cols = linear_sum_assignment(-counts)
+    return counts[rows, cols].sum() / len(routes)
+
+
+def run(report, families, args):
+    from skmaml import MAMLMixture
+    from skmaml.datasets import make_family_tasks
+
+    k = len(families)
+    train, train_fam = make_family_tasks(n_tasks=args.tasks_per_family * k, n_samples=20,
+                                         families=families, random_state=args.random_state)
+    test, test_fam = make_family_tasks(n_tasks=args.test_per_family * k,
+                                       n_samples=N_SUPPORT + N_TEST_QUERY, families=families,
+                                       random_state=args.random_state + 1)
+    test_codes = np.array([families.index(f) for f in test_fam])
+    per_component = args.budget // k
+    rows, timings, routing, notes = [], [], {}, []
+
+    def evaluate(name, predict_task):
+        mse = np.array([np.mean((predict_task(X[:N_SUPPORT], y[:N_SUPPORT], X[N_SUPPORT:], t)
+                                 - y[N_SUPPORT:]) ** 2)
+                        for (X, y), t in zip(test, test_codes)])
+        cells = [name, mean_ci(mse), "%.3f" % np.median(mse), "%.2f" % mse.max()]
+        cells += ["%.3f" % mse[test_codes == f].mean() for f in range(k)]
+        rows.append(cells)
+        return mse
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: budgets are fixed on purpose
+        t0 = time.perf_counter()
+        single = fit_kept(base_estimator(args.budget, args.random_state), train, notes,
+                          "one MAML")
+        timings.append(("one MAML", args.budget, time.perf_counter() - t0))
+        evaluate("one MAML, %d it." % args.budget,
+                 lambda Xs, ys, Xq, t: single.adapt(Xs, ys).predict(Xq))
+
+        t0 = time.perf_counter()
+        mixture = MAMLMixture(base_estimator(per_component, args.random_state), n_components=k,
+                              n_rounds=args.n_rounds, random_state=args.random_state,
+                              n_jobs=args.n_jobs).fit(train)
+        timings.append(("mixture, k = %d" % k, per_component, time.perf_counter() - t0))
+        routes = np.array([mixture.route(X[:N_SUPPORT], y[:N_SUPPORT]) for X, y in test])
+        evaluate("mixture, k = %d, %d it. each" % (k, per_component),
+                 lambda Xs, ys, Xq, t: mixture.adapt(Xs, ys).predict(Xq))
+        routing["mixture, test tasks (5 support rows)"] = routing_accuracy(
+            routes, test_codes, mixture.n_components_, k)
+        train_codes = np.array([families.index(f) for f in train_fam])
+        routing["mixture, training assignment (all rows)"] = routing_accuracy(
+            mixture.labels_, train_codes, mixture.n_components_, k)
+
+        t0 = time.perf_counter()
+        oracle = [fit_kept(base_estimator(per_component, args.random_state),
+                           [task for task, f in zip(train, train_fam) if f == family], notes,
+                           "the %s oracle" % family) for family in families]
+        timings.append(("oracle (one MAML per family)", per_component, time.perf_counter() - t0))
+        evaluate("oracle: one MAML per family, %d it. each, true family" % per_component,
+                 lambda Xs, ys, Xq, t: oracle[t].adapt(Xs, ys).predict(Xq))
+
+    report("## %d families: %s" % (k, ", ".join(families)), "")
+    report("%d training tasks (%d per family), %d test tasks; total budget %d meta-iterations."
+           % (len(train), args.tasks_per_family, len(test), args.budget), "")
+    headers = ["method", "query MSE", "median", "worst"] + list(families)
+    report(*table(headers, rows, "lrrr" + "r" * k))
+    report("")
+    report("- Query MSE of new tasks after 5 adaptation steps on 5 support rows (100 query rows): "
+           "mean ± 95% CI over test tasks, median and worst task, then the mean per family.")
+    for name, value in routing.items():
+        report("- Routing accuracy, %s: %.3f (components matched to families one to one)."
+               % (name, value))
+    for note in notes:
+        report("- " + note)
+    report("- Training wall time: " + "; ".join("%s %.0f s (%d it. per model)" % (n, s, it)
+                                                for n, it, s in timings) + ".")
+    report("")
+
+
+def k_sweep(report, args):
+    """The 5-family mixture for several k: query MSE, routing accuracy, and the k a user would
+    choose on validation tasks (few-shot MSE of other tasks, never the test tasks)."""
+    from skmaml import FewShotScorer, MAMLMixture
+    from skmaml.datasets import _flatten, make_family_tasks
+
+    families = FAMILIES
+    n_fam = len(families)
+    train, _ = make_family_tasks(n_tasks=args.tasks_per_family * n_fam, n_samples=20,
+                                 families=families, random_state=args.random_state)
+    valid, _ = make_family_tasks(n_tasks=args.test_per_family * n_fam, n_samples=20,
+                                 families=families, random_state=args.random_state + 2)
+    test, test_fam = make_family_tasks(n_tasks=args.test_per_family * n_fam,
+                                       n_samples=N_SUPPORT + N_TEST_QUERY, families=families,
+                                       random_state=args.random_state + 1)
+    test_codes = np.array([families.index(f) for f in test_fam])
+    X_val, y_val, g_val = _flatten(valid)
+    scorer = FewShotScorer("neg_mean_squared_error", n_support=N_SUPPORT, random_state=0)
+    rows, validation = [], {}
+    for k in args.k_values:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            mixture = MAMLMixture(base_estimator(args.budget // k, args.random_state),
+                                  n_components=k, n_rounds=args.n_rounds,
+                                  random_state=args.random_state, n_jobs=args.n_jobs).fit(train)
+            seconds = time.perf_counter() - t0
+            validation[k] = -scorer(mixture, X_val, y_val, groups=g_val)
+            mse = np.array([np.mean((mixture.adapt(X[:N_SUPPORT], y[:N_SUPPORT]).predict(
+                X[N_SUPPORT:]) - y[N_SUPPORT:]) ** 2) for X, y in test])
+            routes = np.array([mixture.route(X[:N_SUPPORT], y[:N_SUPPORT]) for X, y in test])
+        accuracy = routing_accuracy(routes, test_codes, max(mixture.n_components_, n_fam),
+                                    n_fam)
+        rows.append([k, mixture.n_components_, "%.3f" % validation[k], mean_ci(mse),
+                     "%.3f" % np.median(mse), "%.2f" % mse.max(), "%.3f" % accuracy,
+                     "%.0f" % seconds])
+    chosen = min(validation, key=validation.get)
+    report("## 5 families, a sweep of k (total budget %d meta-iterations, split over the k "
+           "components)" % args.budget, "")
+    report(*table(["k", "kept", "validation MSE", "test query MSE", "median", "worst",
+                   "routing accuracy", "train s"], rows, "rrrrrrrr"))
+    report("")
+    report("- k chosen on %d validation tasks (few-shot MSE, 5 support rows): k = %d."
+           % (len(valid), chosen),
+           "- Routing accuracy: test tasks routed to their family's component under the best "
+           "one-to-one matching (with k < 5 at most k of 5 families can be matched).", "")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 families, small budget")
+    p.add_argument("--families", default="2,3,5",
+                   help="comma-separated numbers of families (the first k of %s)" % (FAMILIES,))
+    p.add_argument("--budget", type=int, default=None,
+                   help="total meta-iterations per method (default 15000, --quick 600)")
+    p.add_argument("--tasks-per-family", type=int, default=None,
+                   help="training tasks per family (default 2000, --quick 100)")
+    p.add_argument("--test-per-family", type=int, default=None,
+                   help="test tasks per family (default 200, --quick 20)")
+    p.add_argument("--n-rounds", type=int, default=5, help="EM rounds of the mixture")
+    p.add_argument("--n-jobs", type=int, default=None, help="components trained in parallel")
+    p.add_argument("--random-state", type=int, default=0)
+    p.add_argument("--k-sweep", default="1,2,3,5,8",
+                   help="k values of the 5-family sweep ('' to skip; --quick: 1,2)")
+    p.add_argument("--output", metavar="FILE", help="also write the report (Markdown) to FILE")
+    args = p.parse_args(argv)
+    args.families = [int(v) for v in ("2" if args.quick else args.families).split(",") if v]
+    args.k_values = [int(v) for v in ("1,2" if args.quick else args.k_sweep).split(",") if v]
+    for name, full, quick in (("budget", 15000, 600), ("tasks_per_family", 2000, 100),
+                              ("test_per_family", 200, 20)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    report = Report()
+    accuracy_header(report, "Task memory: MAMLMixture on multimodal task families")
+    for n in args.families:
+        run(report, FAMILIES[:n], args)
+    if args.k_values:
+        k_sweep(report, args)
+    report("Total run time of this script: %.0f s." % (time.perf_counter() - start))
+    report.write(args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,513 @@
+"""MAMLMixture: several meta-learned initialisations, a new task routed to the one that serves it.
+
+The MAML description names its own limits: one initialisation serves every task, tasks are not
+grouped, no distance between tasks is measured. ``MAMLMixture`` keeps ``n_components``
+initialisations (each an ordinary fitted MAML estimator, a copy of ``estimator``), finds the task
+families by hard EM and routes a new task by its support rows only.
+"""
+
+import copy
+import warnings
+from numbers import Integral
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import BaseMAML
+from ._kernels._config import ACTIVATION_CODES
+from ._kernels._maml import inner_adapt
+
+# Seeds of the components' random_state (RandomState takes 32-bit seeds).
+_COMPONENT_SEED_HIGH = 2**32 - 1
+
+# Routing features of the "adaptation" initialisation: the adapted parameter changes of the tasks,
+# projected onto this many random directions (distances are kept up to a few per cent, and the
+# memory is n_tasks x this, not n_tasks x n_params).
+_N_PROJECTIONS = 64
+
+# Support draws per task whose adapted query losses are averaged to assign it: one draw of five
+# rows is noisy enough to move a task between components by chance.
+_N_ASSIGN_DRAWS = 4
+
+
+def _train_component(component, task_set, hidden, n_outputs, n_query):
+    """Meta-train one component on its tasks, warm-started (a joblib task: returns it)."""
+    with warnings.catch_warnings():
+        # Each round is a slice of the component's budget: not converging in it is the plan; and
+        # a component with fewer tasks than meta_batch_size takes them all, as designed.
+        warnings.filterwarnings("ignore", message="Maximum meta-iterations")
+        warnings.filterwarnings("ignore", message="meta_batch_size=")
+        try:
+            component._meta_train(task_set, hidden, n_outputs, n_query)
+        except ValueError as exc:
+            if component.stop_reason_ != "diverged":
+                raise
+            # The component keeps its last parameters whose loss was finite (see BaseMAML);
+            # the next assignment decides what it serves.
+            warnings.warn(f"MAMLMixture: a component's training diverged and stopped early: "
+                          f"{exc}", UserWarning)
+    return component
+
+
+class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
+    """Task memory: ``n_components`` meta-learned initialisations of a MAML estimator, a new task
+    routed to the one that serves it.
+
+    One initialisation must compromise between dissimilar families of tasks (sinusoids and lines,
+    machines of unrelated kinds). The mixture keeps several, each an ordinary fitted copy of
+    ``estimator`` with every option of it (adaptation rule, classifier regime, ``n_jobs``), and
+    finds the families without being told them, by hard EM:
+
+    1. **Initialise**: meta-train ``estimator`` on all tasks for one round's budget
+       (``estimator.max_iter // n_rounds`` meta-iterations). ``init="worst_served"``: add
+       components one at a time, each a copy of that model trained for a round on the share of
+       tasks the components so far serve worst; ``"adaptation"``: cluster the tasks' adapted
+       parameter changes by k-means (TSA-MAML's initialisation, Zhou et al. 2021); ``"random"``;
+       or an array of initial task labels.
+    2. **Each of** ``n_rounds`` **rounds**: meta-train every component on its tasks for one
+       round's budget, warm-started (in parallel over components, through joblib), then assign
+       every task to the component with the lowest query loss after adapting to its support
+       rows (averaged over four support draws). A component left with fewer than two tasks is
+       re-seeded with the worst-served tasks of the largest, so none stays empty or collapses
+       onto another. A component whose training diverges keeps its last finite parameters (with a
+       warning), and the next assignment decides what it serves.
+
+    Every component thus trains ``estimator.max_iter`` meta-iterations in all. The target
+    encoding (the regressor's scale of y, the classifier's classes) is learned once on all tasks
+    and shared, so the components' losses compare.
+
+    A new task is routed by its **support rows only**. ``routing="learned"``: a multinomial
+    logistic regression, fitted at the end of ``fit`` on one support draw of every training task,
+    maps what each component makes of the support rows (its loss on them after 0, 1, N and 2N
+    adaptation steps and, for regression, its leave-one-out losses) to the component that served
+    the task best. ``"support_loss"``: the component of the lowest loss on the support rows after
+    adapting to them (:meth:`support_losses`, the task-to-memory distance), which prefers
+    components flexible enough to fit any few points.
+
+    **Status.** In ``benchmarks/task_memory.py`` (one run, five support rows, the same total
+    budget) the mixture's query MSE on new tasks was 32–53% below one MAML's on mixtures of 2, 3
+    and 5 families, and 1.3–1.7 times that of one MAML per family routed by the true family: EM
+    finds groups of tasks that adapt well, not yet the families, and routing from five noisy rows
+    is bounded (``benchmarks/routing_bound.py``); see :doc:`/task_memory`.
+
+    Parameters
+    ----------
+    estimator : MAMLRegressor or MAMLClassifier
+        The base estimator; each component is a copy. Its ``max_iter`` is each component's
+        budget. Tuned through the mixture as usual (``estimator__inner_lr``).
+    n_components : int, default=2
+        Number of initialisations k.
+    n_rounds : int, default=5
+        EM rounds after the initialisation.
+    init : {"worst_served", "adaptation", "random"} or array-like of int, default="worst_served"
+        How tasks are first assigned (see above).
+    routing : {"learned", "support_loss"}, default="learned"
+        How a new task is routed (see above).
+    warm_start : bool, default=False
+        Continue from the fitted components, for another ``estimator.max_iter`` meta-iterations
+        each: with a larger ``n_components``, each new component starts as a copy of the one
+        serving the worst-served task. A component no task uses at the end of a fit is dropped
+        (said with ``verbose``).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation, every component's training, the support draws of the
+        assignments and the router. Same seed, same mixture, whatever ``n_jobs``.
+    n_jobs : int, default=None
+        Components trained at the same time (joblib, so a ``parallel_config(backend="dask")``
+        trains them on a cluster).
+    verbose : int, default=0
+        Print each round's component sizes, re-seeded and dropped components.
+
+    Attributes
+    ----------
+    estimators_ : list of estimator
+        The fitted components.
+    n_components_ : int
+        Components kept (fewer than ``n_components`` if some were dropped).
+    labels_ : ndarray of shape (n_tasks,)
+        The component of each training task (in task order: sorted group ids for
+        ``fit(X, y, groups)``) at the last assignment.
+    task_losses_ : ndarray of shape ``(n_tasks, n_components_)``
+        Each training task's query loss after adapting each component (the training loss, in the
+        components' units), at the last assignment.
+    router_ : Pipeline or None
+        The learned router (``routing="learned"`` and at least two components in use).
+    init_estimator_ : estimator
+        The single MAML of the initialisation (a ``warm_start`` fit keeps the first one).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        When the tasks' X had column names.
+
+    Examples
+    --------
+    >>> from skmaml import MAMLMixture, MAMLRegressor
+    >>> from skmaml.datasets import make_family_tasks
+    >>> tasks, families = make_family_tasks(n_tasks=100, families=("sinusoid", "linear"),
+    ...                                     random_state=0)
+    >>> mixture = MAMLMixture(MAMLRegressor(hidden_layer_sizes=(20,), max_iter=100),
+    ...                       n_components=2, n_rounds=2, random_state=0).fit(tasks)
+    >>> X, y = tasks[0]
+    >>> mixture.route(X[:5], y[:5]) in (0, 1)
+    True
+    >>> mixture.adapt(X[:5], y[:5]).predict(X[5:]).shape
+    (15,)
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit", "adapt"])],
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "n_rounds": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"worst_served", "adaptation", "random"}), "array-like"],
+        "routing": [StrOptions({"learned", "support_loss"})],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "n_jobs": [Interval(Integral, None, -1, closed="right"),
+                   Interval(Integral, 1, None, closed="left"), None],
+        "verbose": ["verbose"],
+    }
+
+    __metadata_request__fit = {"groups": True}
+    __metadata_request__score = {"groups": True}
+
+    def __init__(self, estimator, n_components=2, *, n_rounds=5, init="worst_served",
+                 routing="learned", warm_start=False, random_state=None, n_jobs=None,
+                 verbose=0):
+        self.estimator = estimator
+        self.n_components = n_components
+        self.n_rounds = n_rounds
+        self.init = init
+        self.routing = routing
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    # ---------------------------------------------------------------------------------------------
+    # Fitting
+    # ---------------------------------------------------------------------------------------------
+
+    def fit(self, X, y=None, groups=None):
+        """Find the task families and meta-train one initialisation for each.
+
+        Parameters
+        ----------
+        X : list of tuples, or array-like of shape (n_samples, n_features)
+            The tasks, in either form of :meth:`MAMLRegressor.fit`.
+        y : array-like, default=None
+            Targets, with array ``X``.
+        groups : array-like of shape (n_samples,), default=None
+            Task id of each row, with array ``X``.
+
+        Returns
+        -------
+        self : object
+        """
+        self._validate_params()
+        if not isinstance(self.estimator, BaseMAML):
+            raise TypeError("MAMLMixture needs a MAMLRegressor or MAMLClassifier as estimator, "
+                            f"got {type(self.estimator).__name__}.")
+        rng = check_random_state(self.random_state)
+        warm = self.warm_start and hasattr(self, "estimators_")
+        prototype = copy.deepcopy(self.estimators_[0]) if warm else clone(self.estimator)
+        budget = max(1, int(self.estimator.max_iter) // self.n_rounds)
+        prototype.set_params(max_iter=budget, warm_start=True,
+                             random_state=int(rng.randint(0, _COMPONENT_SEED_HIGH)))
+        hidden, task_set, n_outputs, n_query = prototype._prepare_fit(X, y, groups)
+        self.n_features_in_ = prototype.n_features_in_
+        if hasattr(prototype, "feature_names_in_"):
+            self.feature_names_in_ = prototype.feature_names_in_
+        if task_set.n_tasks < self.n_components:
+            raise ValueError(f"n_components={self.n_components} is more than the "
+                             f"{task_set.n_tasks} training tasks.")
+        if warm:
+            components = [copy.deepcopy(c) for c in self.estimators_]
+            for c in components:  # the encoding learned now on all tasks, shared
+                self._share_encoding(prototype, c)
+            labels = self._assign(components, task_set, rng)[0]
+            while len(components) < self.n_components:
+                components.append(self._seed_component(components, task_set, labels, rng))
+                labels = self._assign(components, task_set, rng)[0]
+        else:
+            _train_component(prototype, task_set, hidden, n_outputs, n_query)
+            self.init_estimator_ = prototype
+            if isinstance(self.init, str) and self.init == "worst_served":
+                components, labels = self._grow_from_worst_served(
+                    prototype, task_set, hidden, n_outputs, n_query, rng)
+            else:
+                labels = self._initial_labels(prototype, task_set, rng)
+                components = [copy.deepcopy(prototype) for _ in range(self.n_components)]
+        self._round_labels = [labels.copy()]
+        for r in range(self.n_rounds):
+            labels = self._reseed_small(components, task_set, labels)
+            seeds = rng.randint(0, _COMPONENT_SEED_HIGH, size=len(components), dtype=np.int64)
+            jobs = []
+            for j, component in enumerate(components):
+                component.set_params(max_iter=budget, warm_start=True, random_state=int(seeds[j]))
+                jobs.append(delayed(_train_component)(
+                    component, task_set.subset(np.flatnonzero(labels == j)), hidden, n_outputs,
+                    n_query))
+            components = Parallel(n_jobs=self.n_jobs)(jobs)
+            labels, losses = self._assign(components, task_set, rng)
+            self._round_labels.append(labels.copy())
+            if self.verbose:
+                print(f"MAMLMixture round {r + 1}/{self.n_rounds}: tasks per component "
+                      f"{np.bincount(labels, minlength=len(components)).tolist()}", flush=True)
+        used = np.unique(labels)
+        if used.shape[0] < len(components):
+            if self.verbose:
+                dropped = sorted(set(range(len(components))) - set(used.tolist()))
+                print(f"MAMLMixture: dropping component(s) {dropped}: no task uses them.",
+                      flush=True)
+            components = [components[j] for j in used]
+            losses = losses[:, used]
+            labels = np.searchsorted(used, labels)
+        for c in components:
+            c.set_params(max_iter=self.estimator.max_iter, warm_start=self.estimator.warm_start,
+                         random_state=self.estimator.random_state)
+        self.estimators_ = components
+        self.router_ = self._fit_router(task_set, labels, rng)
+        self.n_components_ = len(components)
+        self.labels_ = labels
+        self.task_losses_ = losses
+        return self
+
+    @staticmethod
+    def _share_encoding(source, target):
+        """Give ``target`` the target encoding ``source`` learned (scale of y, classes)."""
+        for name in ("_y_mean", "_y_scale", "_y_1d", "classes_", "n_outputs_"):
+            if hasattr(source, name):
+                setattr(target, name, copy.deepcopy(getattr(source, name)))
+
+    def _task_losses(self, components, task_set, rng):
+        """``(n_tasks, n_components)`` query losses after adapting each component to a support
+        draw of each task, averaged over ``_N_ASSIGN_DRAWS`` draws (the same draws for every
+        component)."""
+        seeds = rng.randint(0, _COMPONENT_SEED_HIGH, size=_N_ASSIGN_DRAWS, dtype=np.int64)
+        losses = np.zeros((task_set.n_tasks, len(components)))
+        for j, component in enumerate(components):
+            params, layer_sizes = component._theta()
+            for seed in seeds:
+                s_rows, ys, s_off, q_rows, yq, q_off = component._few_shot_episodes(
+                    task_set, np.random.RandomState(int(seed)))
+                episodes = (task_set.X[s_rows], ys, s_off, task_set.X[q_rows], yq, q_off)
+                losses[:, j] += component._query_losses(
+                    params, layer_sizes, ACTIVATION_CODES[component.activation], episodes)
+        losses /= _N_ASSIGN_DRAWS
+        return np.where(np.isfinite(losses), losses, np.inf)
+
+    def _assign(self, components, task_set, rng):
+        losses = self._task_losses(components, task_set, rng)
+        return np.argmin(losses, axis=1), losses
+
+    def _initial_labels(self, prototype, task_set, rng):
+        if self.n_components == 1:
+            return np.zeros(task_set.n_tasks, dtype=np.int64)
+        if not isinstance(self.init, str):
+            labels = np.asarray(self.init, dtype=np.int64)
+            if labels.shape != (task_set.n_tasks,) or labels.min() < 0 or (
+                    labels.max() >= self.n_components):
+                raise ValueError(f"init as labels must be {task_set.n_tasks} ints in "
+                                 f"0..{self.n_components - 1}, one per task.")
+            return labels
+        if self.init == "random":
+            return rng.permutation(np.arange(task_set.n_tasks) % self.n_components)
+        # TSA-MAML: cluster the tasks by how adaptation moves the parameters.
+        params, layer_sizes = prototype._theta()
+        theta, rule = prototype._layout(layer_sizes).kernel_rule(params, prototype.inner_lr)
+        s_rows, ys, s_off, _, _, _ = prototype._few_shot_episodes(task_set, rng)
+        projection = rng.standard_normal((theta.shape[0], _N_PROJECTIONS)) / np.sqrt(_N_PROJECTIONS)
+        activation = ACTIVATION_CODES[prototype.activation]
+        features = np.empty((task_set.n_tasks, _N_PROJECTIONS))
+        steps = max(1, int(prototype.n_inner_steps))
+        for t in range(task_set.n_tasks):
+            rows = s_rows[s_off[t]:s_off[t + 1]]
+            adapted = inner_adapt(theta, layer_sizes, activation, task_set.X[rows],
+                                  ys[s_off[t]:s_off[t + 1]], rule, steps)
+            features[t] = (adapted - theta) @ projection
+        features = np.where(np.isfinite(features), features, 0.0)
+        kmeans = KMeans(n_clusters=self.n_components, n_init=10,
+                        random_state=rng.randint(0, 2**31 - 1))
+        return kmeans.fit_predict(features).astype(np.int64)
+
+    def _grow_from_worst_served(self, prototype, task_set, hidden, n_outputs, n_query, rng):
+        """Components one at a time: each new one is a copy of the initialisation trained for one
+        round on the share of tasks the current components serve worst (highest best loss)."""
+        components = [prototype]
+        labels = np.zeros(task_set.n_tasks, dtype=np.int64)
+        while len(components) < self.n_components:
+            losses = self._task_losses(components, task_set, rng)
+            worst = self._worst_served(losses)[:task_set.n_tasks // (len(components) + 1)]
+            new = copy.deepcopy(prototype)
+            new.set_params(random_state=int(rng.randint(0, _COMPONENT_SEED_HIGH)))
+            _train_component(new, task_set.subset(np.sort(worst)), hidden, n_outputs, n_query)
+            components.append(new)
+            labels = self._assign(components, task_set, rng)[0]
+        return components, labels
+
+    def _worst_served(self, losses):
+        """Task indices, worst-served first (highest best loss)."""
+        return np.argsort(-losses.min(axis=1), kind="stable")
+
+    def _reseed_small(self, components, task_set, labels):
+        """Give every component with fewer than two tasks the worst-served tasks of the
+        largest component (a share of it), so none stays empty or a copy of another."""
+        labels = labels.copy()
+        losses = None
+        for j in range(len(components)):
+            if np.sum(labels == j) >= 2:
+                continue
+            if losses is None:
+                losses = self._task_losses(components, task_set, np.random.RandomState(0))
+            largest = np.argmax(np.bincount(labels, minlength=len(components)))
+            members = np.flatnonzero(labels == largest)
+            order = members[np.argsort(-losses[members, largest], kind="stable")]
+            take = order[:max(2, members.shape[0] // len(components))]
+            labels[take] = j
+            if self.verbose:
+                print(f"MAMLMixture: component {j} had fewer than 2 tasks; re-seeded with the "
+                      f"{take.shape[0]} worst-served tasks of component {largest}.", flush=True)
+        return labels
+
+    def _seed_component(self, components, task_set, labels, rng):
+        """A new component (``warm_start`` with a larger ``n_components``): a copy of the
+        component serving the worst-served tasks."""
+        losses = self._task_losses(components, task_set, rng)
+        worst = self._worst_served(losses)[0]
+        new = copy.deepcopy(components[int(np.argmin(losses[worst]))])
+        if self.verbose:
+            print("MAMLMixture: adding a component, seeded from the worst-served tasks.",
+                  flush=True)
+        return new
+
+    # ---------------------------------------------------------------------------------------------
+    # Routing and adaptation
+    # ---------------------------------------------------------------------------------------------
+
+    def _routing_features(self, X, y):
+        """What the router sees of a task's support rows: for every component, the log of its
+        training loss on them after 0, 1, N and 2N adaptation steps, and of the mean and largest
+        leave-one-out loss (adapted to all rows but one, scored on that one)."""
+        X, y = np.asarray(X), np.asarray(y)
+        features = []
+        for c in self.estimators_:
+            n = max(1, int(c.n_inner_steps))
+            for steps in (0, 1, n, 2 * n):
+                features.append(c._adapted_support_loss(X, y, steps))
+            if X.shape[0] >= 2 and c._target_dtype() == "numeric":
+                held_out = [c._held_out_loss(np.delete(X, i, 0), np.delete(y, i, 0), X[i:i + 1],
+                                             y[i:i + 1]) for i in range(X.shape[0])]
+            else:  # one row, or class labels (a held-out row's class may be missing)
+                held_out = [features[-2]]
+            features += [float(np.mean(held_out)), float(np.max(held_out))]
+        features = np.log(np.maximum(np.nan_to_num(np.asarray(features), nan=1e300,
+                                                   posinf=1e300), 1e-12))
+        return features
+
+    def _fit_router(self, task_set, labels, rng):
+        """A multinomial logistic regression from the routing features of one support draw of
+        each training task to its component (the one whose adapted query loss was lowest)."""
+        if self.routing != "learned" or np.unique(labels).shape[0] < 2:
+            return None
+        first = self.estimators_[0]
+        s_rows, ys, s_off, _, _, _ = first._few_shot_episodes(task_set, rng)
+        features = np.array([
+            self._routing_features(task_set.X[s_rows[s_off[t]:s_off[t + 1]]],
+                                   first._decode_targets(ys[s_off[t]:s_off[t + 1]]))
+            for t in range(task_set.n_tasks)])
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(
+            features, labels)
+
+    def support_losses(self, X, y, n_inner_steps=None):
+        """Each component's training loss on a task's support rows after adapting to them: the
+        distance of the task to each initialisation in the memory.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The task's labelled (support) rows.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        n_inner_steps : int, default=None
+            Adaptation steps; the components' ``n_inner_steps`` if None.
+
+        Returns
+        -------
+        losses : ndarray of shape ``(n_components_,)``
+        """
+        check_is_fitted(self)
+        return np.array([c._adapted_support_loss(X, y, n_inner_steps) for c in self.estimators_])
+
+    def route(self, X, y, n_inner_steps=None):
+        """The component a task's support rows ``X, y`` are routed to: that of the lowest
+        :meth:`support_losses` (int)."""
+        check_is_fitted(self)
+        if getattr(self, "router_", None) is not None:
+            return int(self.router_.predict(self._routing_features(X, y)[None, :])[0])
+        losses = self.support_losses(X, y, n_inner_steps)
+        return int(np.argmin(np.where(np.isfinite(losses), losses, np.inf)))
+
+    def adapt(self, X, y, n_inner_steps=None):
+        """Route a new task by its support rows, then adapt that component to them.
+
+        Returns
+        -------
+        model : estimator
+            The adapted copy of the chosen component (see ``estimator.adapt``).
+        """
+        return self.estimators_[self.route(X, y, n_inner_steps)].adapt(X, y, n_inner_steps)
+
+    # ---------------------------------------------------------------------------------------------
+    # Few-shot scoring
+    # ---------------------------------------------------------------------------------------------
+
+    def _few_shot_score(self, X, y, groups, sample_weight, *, n_support, n_inner_steps=None,
+                        random_state=0, scorer=None, n_repeats=1):
+        """Per task: draw ``n_support`` support rows (the first component's sampler), route,
+        adapt and score the query rows; the mean over tasks (and ``n_repeats`` draws). The
+        protocol of :class:`FewShotScorer` and :meth:`score`."""
+        check_is_fitted(self)
+        first = self.estimators_[0]
+        min_query = first._min_query_rows_to_score if scorer is None else 1
+        task_set = first._score_tasks(X, y, groups, n_support, min_query)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)[task_set.order]
+        rng = check_random_state(random_state)
+        scores = []
+        for _ in range(n_repeats):
+            s_rows, ys, s_off, q_rows, yq, q_off = first._few_shot_episodes(task_set, rng)
+            for t in range(task_set.n_tasks):
+                support, query = s_rows[s_off[t]:s_off[t + 1]], q_rows[q_off[t]:q_off[t + 1]]
+                Xs, Xq = task_set.X[support], task_set.X[query]
+                yq_kernel = yq[q_off[t]:q_off[t + 1]]
+                model = self.adapt(Xs, first._decode_targets(ys[s_off[t]:s_off[t + 1]]),
+                                   n_inner_steps)
+                w = None if sample_weight is None else sample_weight[query]
+                if scorer is not None:
+                    kwargs = {} if w is None else {"sample_weight": w}
+                    scores.append(scorer(model, Xq, first._decode_targets(yq_kernel), **kwargs))
+                    continue
+                # The components' own metric (R², accuracy) on the adapted parameters.
+                params, layer_sizes = model._theta()
+                theta = params[:model._layout(layer_sizes).n_theta]
+                scores.append(model._task_score(theta, layer_sizes,
+                                                ACTIVATION_CODES[model.activation], Xq,
+                                                yq_kernel, w))
+        return float(np.mean(scores))
+
+    def score(self, X, y, groups=None, sample_weight=None):
+        """Few-shot score: per task, route and adapt on ``n_support`` rows, score the rest (R² or
+        accuracy of the components' estimator); the mean over tasks."""
+        return self._few_shot_score(X, y, groups, sample_weight,
+                                    n_support=self.estimators_[0].n_support
+                                    if hasattr(self, "estimators_") else 1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags

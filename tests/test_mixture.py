@@ -1,0 +1,175 @@
+"""MAMLMixture: k MAML initialisations found by EM, a new task routed by its support rows.
+
+What is checked: the fit forms, routing, adaptation and few-shot scoring work for regression and
+both classifier label regimes; the components share the target encoding and train on the tasks
+assigned to them; the same random_state gives the same mixture whatever n_jobs; warm_start grows
+the memory and unused components are dropped; clean errors. How good the memory is on task
+families is measured by benchmarks/task_memory.py, not asserted here.
+"""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, GroupKFold
+
+from helpers import classification_data
+from skmaml import FewShotScorer, MAMLClassifier, MAMLMixture, MAMLRegressor, adapt
+from skmaml.datasets import _flatten, make_family_tasks
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _families(n_tasks=40, random_state=0, n_samples=20):
+    return make_family_tasks(n_tasks=n_tasks, n_samples=n_samples,
+                             families=("sinusoid", "linear"), random_state=random_state)
+
+
+def _mixture(**params):
+    base = MAMLRegressor(hidden_layer_sizes=(10,), n_support=5, n_query=5, n_inner_steps=2,
+                         max_iter=40, meta_batch_size=5, normalize_y=False, random_state=0)
+    defaults = dict(n_components=2, n_rounds=2, random_state=0)
+    return MAMLMixture(base, **{**defaults, **params})
+
+
+def _params(est):
+    return np.concatenate([np.ravel(a) for a in est.coefs_ + est.intercepts_])
+
+
+def _assert_same_mixture(a, b):
+    assert a.n_components_ == b.n_components_
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    for ca, cb in zip(a.estimators_, b.estimators_):
+        np.testing.assert_array_equal(_params(ca), _params(cb))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    tasks, families = _families()
+    return _mixture().fit(tasks), tasks, families
+
+
+def test_fit_route_adapt_score(fitted):
+    mixture, tasks, _ = fitted
+    assert mixture.n_components_ == 2 and len(mixture.estimators_) == 2
+    assert mixture.labels_.shape == (40,) and set(mixture.labels_) == {0, 1}
+    assert mixture.task_losses_.shape == (40, 2) and np.isfinite(mixture.task_losses_).all()
+    # Each task is assigned to the component of its lowest query loss.
+    np.testing.assert_array_equal(mixture.labels_, mixture.task_losses_.argmin(axis=1))
+    # The components differ (they trained on different tasks) and share the target encoding.
+    a, b = mixture.estimators_
+    assert not np.array_equal(_params(a), _params(b))
+    assert a.n_features_in_ == b.n_features_in_ == mixture.n_features_in_ == 1
+    X, y = tasks[3]
+    losses = mixture.support_losses(X[:5], y[:5])
+    assert losses.shape == (2,) and np.isfinite(losses).all()
+    j = mixture.route(X[:5], y[:5])
+    assert j in (0, 1)
+    model = mixture.adapt(X[:5], y[:5])
+    # the adapted model is the routed component adapted to the support rows
+    expected = mixture.estimators_[j].adapt(X[:5], y[:5])
+    np.testing.assert_array_equal(model.predict(X[5:]), expected.predict(X[5:]))
+    # ``support_loss`` routing: the argmin of support_losses
+    plain = clone(mixture).set_params(routing="support_loss").fit(tasks)
+    assert plain.router_ is None
+    assert plain.route(X[:5], y[:5]) == int(np.argmin(plain.support_losses(X[:5], y[:5])))
+    X_test, y_test, g_test = _flatten(_families(10, random_state=1)[0])
+    score = mixture.score(X_test, y_test, g_test)
+    assert -5 < score <= 1
+    # FewShotScorer routes and adapts through the mixture; the default metric is score's.
+    assert FewShotScorer(n_support=5)(mixture, X_test, y_test, groups=g_test) == pytest.approx(
+        score)
+    mse = FewShotScorer("neg_mean_squared_error", n_support=5)(mixture, X_test, y_test,
+                                                               groups=g_test)
+    assert mse < 0
+
+
+@pytest.mark.bit_identity
+def test_same_mixture_for_both_fit_forms_any_n_jobs_and_after_pickling(fitted):
+    mixture, tasks, _ = fitted
+    X, y, groups = _flatten(tasks)
+    _assert_same_mixture(mixture, _mixture().fit(X, y, groups=groups))
+    _assert_same_mixture(mixture, _mixture(n_jobs=2).fit(tasks))
+    loaded = pickle.loads(pickle.dumps(mixture))
+    Xs, ys = tasks[0][0][:5], tasks[0][1][:5]
+    np.testing.assert_array_equal(loaded.adapt(Xs, ys).predict(tasks[0][0]),
+                                  mixture.adapt(Xs, ys).predict(tasks[0][0]))
+
+
+@pytest.mark.parametrize("init", ["worst_served", "adaptation", "random"])
+def test_initialisations(init):
+    tasks, _ = _families(30)
+    mixture = _mixture(init=init, n_components=3, n_rounds=1).fit(tasks)
+    assert 1 <= mixture.n_components_ <= 3
+    assert np.bincount(mixture.labels_).min() >= 1
+
+
+def test_initial_labels_are_used_and_checked():
+    tasks, families = _families(30)
+    labels = (families == "linear").astype(int)
+    mixture = _mixture(init=labels, n_rounds=1).fit(tasks)
+    assert mixture.n_components_ == 2
+    with pytest.raises(ValueError, match="init as labels must be 30 ints in 0..1"):
+        _mixture(init=labels[:10]).fit(tasks)
+
+
+def test_warm_start_grows_the_memory_and_prints(capsys):
+    tasks, _ = _families(30)
+    mixture = _mixture(warm_start=True, n_rounds=1, verbose=1).fit(tasks)
+    first = [_params(c).copy() for c in mixture.estimators_]
+    mixture.set_params(n_components=3).fit(tasks)
+    out = capsys.readouterr().out
+    assert "adding a component" in out
+    assert 2 <= mixture.n_components_ <= 3
+    # the kept components continued training
+    assert not np.array_equal(_params(mixture.estimators_[0]), first[0])
+
+
+def test_unused_components_are_dropped(capsys):
+    # Two identical tasks families: with n_components=3, a component no task prefers at the
+    # last assignment is dropped (or every component is used).
+    tasks, _ = _families(12)
+    mixture = _mixture(n_components=3, n_rounds=1, verbose=1).fit(tasks)
+    out = capsys.readouterr().out
+    assert mixture.n_components_ == len(np.unique(mixture.labels_))
+    if mixture.n_components_ < 3:
+        assert "dropping component" in out
+    assert mixture.task_losses_.shape == (12, mixture.n_components_)
+
+
+@pytest.mark.parametrize("task_labels", ["shared", "per_task"])
+def test_classifier_regimes(task_labels):
+    X, y, g = classification_data(n_tasks=12)
+    base = MAMLClassifier(hidden_layer_sizes=(8,), n_support=2, meta_batch_size=4, max_iter=20,
+                          inner_lr=0.3, task_labels=task_labels, random_state=0)
+    mixture = MAMLMixture(base, n_components=2, n_rounds=1, random_state=0).fit(X, y, groups=g)
+    model = mixture.adapt(X[g == 0], y[g == 0])
+    assert set(model.predict(X[g == 0])) <= set(y[g == 0])
+    assert 0 <= mixture.score(X, y, g) <= 1
+
+
+def test_grid_search_tunes_the_base_estimator():
+    tasks, _ = _families(30)
+    X, y, groups = _flatten(tasks)
+    with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        search = GridSearchCV(_mixture(n_rounds=1), {"estimator__inner_lr": [0.01, 0.05]},
+                              scoring=FewShotScorer("neg_mean_squared_error", n_support=5),
+                              cv=GroupKFold(2)).fit(X, y, groups=groups)
+    assert search.best_params_["estimator__inner_lr"] in (0.01, 0.05)
+    assert isinstance(adapt(search.best_estimator_, X[:5], y[:5]), MAMLRegressor)
+
+
+def test_clear_errors():
+    tasks, _ = _families(4)
+    with pytest.raises(ValueError, match="n_components=5 is more than the 4 training tasks"):
+        _mixture(n_components=5).fit(tasks)
+    with pytest.raises(TypeError, match="needs a MAMLRegressor or MAMLClassifier"):
+        MAMLMixture(MAMLMixture(MAMLRegressor())).fit(tasks)
+    with pytest.raises(ValueError, match="routing"):
+        _mixture(routing="nearest").fit(tasks)
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        _mixture().route(tasks[0][0][:5], tasks[0][1][:5])
