@@ -396,12 +396,19 @@ def header(report, blas_before, blas_after, args):
 # Table 1
 # ---------------------------------------------------------------------------------------------
 
-def table1(report, args, peer_status):
+def sinusoid_workload():
+    """The workload of Tables 1 and 3: the MAML paper's sinusoid meta-batch (25 tasks of 10 + 10
+    rows) and a θ_0 for [1, 40, 40, 1]."""
     layer_sizes = [1, 40, 40, 1]
     n_tasks, n_support, n_query = 25, 10, 10
     rng = np.random.default_rng(0)
     Xs, ys, Xq, yq = sinusoid_batch(rng, n_tasks, n_support, n_query)
     theta0 = init_theta(rng, layer_sizes)
+    return layer_sizes, (n_tasks, n_support, n_query), theta0, (Xs, ys, Xq, yq)
+
+
+def table1(report, args, peer_status):
+    layer_sizes, (n_tasks, n_support, n_query), theta0, (Xs, ys, Xq, yq) = sinusoid_workload()
     step_values = (1,) if args.quick else (1, 5)
 
     report("## Table 1: MAML sinusoid workload (25 tasks x (10 support + 10 query) rows, "
@@ -589,11 +596,7 @@ RULES = [("MAML", None, "all"), ("Meta-SGD", "per_parameter", "all"),
 
 
 def table3(report, args):
-    layer_sizes = [1, 40, 40, 1]
-    n_tasks, n_support, n_query = 25, 10, 10
-    rng = np.random.default_rng(0)
-    Xs, ys, Xq, yq = sinusoid_batch(rng, n_tasks, n_support, n_query)
-    theta0 = init_theta(rng, layer_sizes)
+    layer_sizes, _, theta0, (Xs, ys, Xq, yq) = sinusoid_workload()
     step_values = (1,) if args.quick else (1, 5)
     report("## Table 3: adaptation rules (the workload of Table 1; skmaml only; each rule timed "
            "in rounds interleaved with plain MAML)", "")

@@ -44,6 +44,10 @@ EXPLOSION_FACTOR = 1e8
 # passes when one pass is fewer meta-iterations than this (BaseMAML._end_of_epoch).
 CHECK_MIN_ITERATIONS = 50
 
+# ``n_jobs`` as joblib counts it: None, -1, -2, ... or a positive count (also MAMLMixture's).
+N_JOBS_CONSTRAINT = [Interval(Integral, None, -1, closed="right"),
+                     Interval(Integral, 1, None, closed="left"), None]
+
 _OWN_PACKAGES = tuple(os.path.dirname(os.path.abspath(module.__file__)) + os.sep
                       for module in (sys.modules[__package__], sklearn, joblib))
 
@@ -85,8 +89,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
-        "n_jobs": [Interval(Integral, None, -1, closed="right"),
-                   Interval(Integral, 1, None, closed="left"), None],
+        "n_jobs": N_JOBS_CONSTRAINT,
         "verbose": ["verbose"],
     }
 

@@ -21,7 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseMAML
+from ._base import N_JOBS_CONSTRAINT, BaseMAML
 from ._kernels._config import ACTIVATION_CODES
 from ._kernels._maml import inner_adapt
 
@@ -168,8 +168,7 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         "routing": [StrOptions({"learned", "support_loss"})],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
-        "n_jobs": [Interval(Integral, None, -1, closed="right"),
-                   Interval(Integral, 1, None, closed="left"), None],
+        "n_jobs": N_JOBS_CONSTRAINT,
         "verbose": ["verbose"],
     }
 
