@@ -38,6 +38,17 @@ _N_PROJECTIONS = 64
 _N_ASSIGN_DRAWS = 4
 
 
+def _loss_or_inf(loss, *args):
+    """``loss(*args)``, or inf when the adaptation it runs diverges (a routing feature: that
+    component serves the task badly, which is information, not an error)."""
+    try:
+        return loss(*args)
+    except ValueError as exc:
+        if "Adaptation diverged" not in str(exc):
+            raise
+        return np.inf
+
+
 def _train_component(component, task_set, hidden, n_outputs, n_query):
     """Meta-train one component on its tasks, warm-started (a joblib task: returns it)."""
     with warnings.catch_warnings():
@@ -398,10 +409,10 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         for c in self.estimators_:
             n = max(1, int(c.n_inner_steps))
             for steps in (0, 1, n, 2 * n):
-                features.append(c._adapted_support_loss(X, y, steps))
+                features.append(_loss_or_inf(c._adapted_support_loss, X, y, steps))
             if X.shape[0] >= 2 and c._target_dtype() == "numeric":
-                held_out = [c._held_out_loss(np.delete(X, i, 0), np.delete(y, i, 0), X[i:i + 1],
-                                             y[i:i + 1]) for i in range(X.shape[0])]
+                held_out = [_loss_or_inf(c._held_out_loss, np.delete(X, i, 0), np.delete(y, i, 0),
+                                         X[i:i + 1], y[i:i + 1]) for i in range(X.shape[0])]
             else:  # one row, or class labels (a held-out row's class may be missing)
                 held_out = [features[-2]]
             features += [float(np.mean(held_out)), float(np.max(held_out))]
@@ -443,8 +454,9 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         return np.array([c._adapted_support_loss(X, y, n_inner_steps) for c in self.estimators_])
 
     def route(self, X, y, n_inner_steps=None):
-        """The component a task's support rows ``X, y`` are routed to: that of the lowest
-        :meth:`support_losses` (int)."""
+        """The component (an int) a task's support rows ``X, y`` are routed to: the learned
+        router's choice (``routing="learned"``, whose features use fixed numbers of steps, so
+        ``n_inner_steps`` does not change it), or that of the lowest :meth:`support_losses`."""
         check_is_fitted(self)
         if getattr(self, "router_", None) is not None:
             return int(self.router_.predict(self._routing_features(X, y)[None, :])[0])

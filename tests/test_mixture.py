@@ -173,3 +173,17 @@ def test_clear_errors():
         _mixture(routing="nearest").fit(tasks)
     with pytest.raises(sklearn.exceptions.NotFittedError):
         _mixture().route(tasks[0][0][:5], tasks[0][1][:5])
+
+
+def test_routing_survives_a_component_that_diverges_on_the_task(fitted):
+    """A support set on which a component's adaptation overflows is routed elsewhere, not an
+    error: that component's routing features are infinite."""
+    mixture, tasks, _ = fitted
+    X, y = tasks[0][0][:5], 1e200 * np.ones(5)
+    losses = [mixture.support_losses(X, np.ones(5))]
+    assert np.isfinite(losses[0]).all()
+    with pytest.raises(ValueError, match="Adaptation diverged"):  # what routing must absorb
+        mixture.estimators_[0].adapt(X, y, n_inner_steps=10)
+    features = mixture._routing_features(X, y)
+    assert np.isfinite(features).all()  # log of a capped value
+    assert mixture.route(X, y) in (0, 1)
