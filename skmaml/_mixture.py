@@ -28,9 +28,9 @@ from ._kernels._maml import inner_adapt
 # Seeds of the components' random_state (RandomState takes 32-bit seeds).
 _COMPONENT_SEED_HIGH = 2**32 - 1
 
-# Routing features of the "adaptation" initialisation: the adapted parameter changes of the tasks,
-# projected onto this many random directions (distances are kept up to a few per cent, and the
-# memory is n_tasks x this, not n_tasks x n_params).
+# What init="adaptation" clusters: the tasks' adapted parameter changes, projected onto this many
+# random directions (distances are kept up to a few per cent, and the memory is n_tasks x this,
+# not n_tasks x n_params).
 _N_PROJECTIONS = 64
 
 # Support draws per task whose adapted query losses are averaged to assign it: one draw of five
@@ -242,7 +242,7 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
                 self._share_encoding(prototype, c)
             labels = self._assign(components, task_set, rng)[0]
             while len(components) < self.n_components:
-                components.append(self._seed_component(components, task_set, labels, rng))
+                components.append(self._seed_component(components, task_set, rng))
                 labels = self._assign(components, task_set, rng)[0]
         else:
             _train_component(prototype, task_set, hidden, n_outputs, n_query)
@@ -385,7 +385,7 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
                       f"{take.shape[0]} worst-served tasks of component {largest}.", flush=True)
         return labels
 
-    def _seed_component(self, components, task_set, labels, rng):
+    def _seed_component(self, components, task_set, rng):
         """A new component (``warm_start`` with a larger ``n_components``): a copy of the
         component serving the worst-served tasks."""
         losses = self._task_losses(components, task_set, rng)
