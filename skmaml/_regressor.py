@@ -222,6 +222,13 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         if not keep:
             if self.normalize_y:
                 self._y_mean, scale = Y.mean(axis=0), Y.std(axis=0)
+                if not (np.isfinite(self._y_mean).all() and np.isfinite(scale).all()):
+                    # Targets near the float range (1e300) overflow when summed or squared:
+                    # the same statistics of the targets divided by each column's peak.
+                    peak = np.max(np.abs(Y), axis=0)
+                    peak = np.where(peak > 0, peak, 1.0)
+                    self._y_mean = (Y / peak).mean(axis=0) * peak
+                    scale = (Y / peak).std(axis=0) * peak
                 # As StandardScaler: a constant column is centred, not divided by (nearly) zero.
                 self._y_scale = np.where(scale < 10 * np.finfo(np.float64).eps, 1.0, scale)
             else:

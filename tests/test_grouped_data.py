@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 import skmaml
 from helpers import regression_data, small_regressor
-from skmaml import FewShotScorer
+from skmaml import FewShotScorer, MAMLRegressor
 from skmaml._base import CHECK_MIN_ITERATIONS
 
 
@@ -347,3 +347,16 @@ def test_scoring_without_groups_warns_like_fit(quiet):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         est.score(X, y, g)
+
+
+def test_targets_near_the_float_range_are_standardised_without_overflow():
+    # Found by the random malformed-input test: the std of [1e300, 0] overflowed to inf, and
+    # the fitted model predicted inf.
+    est = MAMLRegressor(hidden_layer_sizes=(), max_iter=1, meta_batch_size=1, n_support=1,
+                        n_inner_steps=0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit([(np.zeros((2, 1)), np.array([1e300, 0.0]))])
+    np.testing.assert_allclose(est._y_mean, [5e299])
+    np.testing.assert_allclose(est._y_scale, [5e299])
+    assert np.isfinite(est.predict(np.zeros((3, 1)))).all()
