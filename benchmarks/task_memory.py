@@ -85,6 +85,22 @@ def routing_accuracy(routes, truth, n_components, n_families):
     return counts[rows, cols].sum() / len(routes)
 
 
+def query_mse(test, predict_task):
+    """Each test task's query MSE after adapting on its first N_SUPPORT rows;
+    ``predict_task(t, X_support, y_support, X_query)``."""
+    return np.array([np.mean((predict_task(t, X[:N_SUPPORT], y[:N_SUPPORT], X[N_SUPPORT:])
+                              - y[N_SUPPORT:]) ** 2) for t, (X, y) in enumerate(test)])
+
+
+def mixture_on(mixture, test):
+    """The mixture's query MSE and route of each test task (routed once, then that component
+    adapted: what ``mixture.adapt`` does)."""
+    routes = np.array([mixture.route(X[:N_SUPPORT], y[:N_SUPPORT]) for X, y in test])
+    mse = query_mse(test, lambda t, Xs, ys, Xq: mixture.estimators_[routes[t]].adapt(
+        Xs, ys).predict(Xq))
+    return mse, routes
+
+
 def run(report, families, args):
     from skmaml import MAMLMixture
     from skmaml.datasets import make_family_tasks
@@ -99,10 +115,7 @@ def run(report, families, args):
     per_component = args.budget // k
     rows, timings, routing, notes = [], [], {}, []
 
-    def evaluate(name, predict_task):
-        mse = np.array([np.mean((predict_task(X[:N_SUPPORT], y[:N_SUPPORT], X[N_SUPPORT:], t)
-                                 - y[N_SUPPORT:]) ** 2)
-                        for (X, y), t in zip(test, test_codes)])
+    def evaluate(name, mse):
         cells = [name, mean_ci(mse), "%.3f" % np.median(mse), "%.2f" % mse.max()]
         cells += ["%.3f" % mse[test_codes == f].mean() for f in range(k)]
         rows.append(cells)
@@ -115,16 +128,15 @@ def run(report, families, args):
                           "one MAML")
         timings.append(("one MAML", args.budget, time.perf_counter() - t0))
         evaluate("one MAML, %d it." % args.budget,
-                 lambda Xs, ys, Xq, t: single.adapt(Xs, ys).predict(Xq))
+                 query_mse(test, lambda t, Xs, ys, Xq: single.adapt(Xs, ys).predict(Xq)))
 
         t0 = time.perf_counter()
         mixture = MAMLMixture(base_estimator(per_component, args.random_state), n_components=k,
                               n_rounds=args.n_rounds, random_state=args.random_state,
                               n_jobs=args.n_jobs).fit(train)
         timings.append(("mixture, k = %d" % k, per_component, time.perf_counter() - t0))
-        routes = np.array([mixture.route(X[:N_SUPPORT], y[:N_SUPPORT]) for X, y in test])
-        evaluate("mixture, k = %d, %d it. each" % (k, per_component),
-                 lambda Xs, ys, Xq, t: mixture.adapt(Xs, ys).predict(Xq))
+        mse, routes = mixture_on(mixture, test)
+        evaluate("mixture, k = %d, %d it. each" % (k, per_component), mse)
         routing["mixture, test tasks (5 support rows)"] = routing_accuracy(
             routes, test_codes, mixture.n_components_, k)
         train_codes = np.array([families.index(f) for f in train_fam])
@@ -137,7 +149,8 @@ def run(report, families, args):
                            "the %s oracle" % family) for family in families]
         timings.append(("oracle (one MAML per family)", per_component, time.perf_counter() - t0))
         evaluate("oracle: one MAML per family, %d it. each, true family" % per_component,
-                 lambda Xs, ys, Xq, t: oracle[t].adapt(Xs, ys).predict(Xq))
+                 query_mse(test, lambda t, Xs, ys, Xq: oracle[test_codes[t]].adapt(
+                     Xs, ys).predict(Xq)))
 
     report("## %d families: %s" % (k, ", ".join(families)), "")
     report("%d training tasks (%d per family), %d test tasks; total budget %d meta-iterations."
@@ -185,9 +198,7 @@ def k_sweep(report, args):
                                   random_state=args.random_state, n_jobs=args.n_jobs).fit(train)
             seconds = time.perf_counter() - t0
             validation[k] = -scorer(mixture, X_val, y_val, groups=g_val)
-            mse = np.array([np.mean((mixture.adapt(X[:N_SUPPORT], y[:N_SUPPORT]).predict(
-                X[N_SUPPORT:]) - y[N_SUPPORT:]) ** 2) for X, y in test])
-            routes = np.array([mixture.route(X[:N_SUPPORT], y[:N_SUPPORT]) for X, y in test])
+            mse, routes = mixture_on(mixture, test)
         accuracy = routing_accuracy(routes, test_codes, max(mixture.n_components_, n_fam),
                                     n_fam)
         rows.append([k, mixture.n_components_, "%.3f" % validation[k], mean_ci(mse),

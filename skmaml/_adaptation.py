@@ -54,8 +54,9 @@ class Layout:
         self.mode = learn_inner_lr
         self.layer_sizes = np.asarray(layer_sizes, dtype=np.int64)
         self.n_theta = int(n_params(self.layer_sizes))
-        sizes = [(int(a), int(b)) for a, b in zip(layer_sizes[:-1], layer_sizes[1:])]
-        self._adapted = sizes[self.first_layer - 1:]
+        # (n_in, n_out) of each weight layer, and of the adapted ones.
+        self._sizes = [(int(a), int(b)) for a, b in zip(layer_sizes[:-1], layer_sizes[1:])]
+        self._adapted = self._sizes[self.first_layer - 1:]
         if learn_inner_lr == "per_parameter":
             self.sharing, self.n_rate_steps = PER_PARAMETER, 1
             self.n_rates = sum((a + 1) * b for a, b in self._adapted)
@@ -93,7 +94,7 @@ class Layout:
         without learned step sizes)."""
         if not self.learn:
             return None, None
-        sizes = [(int(a), int(b)) for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:])]
+        sizes = self._sizes
         n_body = self.first_layer - 1
         if self.sharing == PER_PARAMETER:
             coefs = [np.zeros((a, b), dtype=rates.dtype) for a, b in sizes[:n_body]]
@@ -122,7 +123,7 @@ class Layout:
         if coefs is None or intercepts is None:
             raise ValueError(f"learn_inner_lr={self.mode!r}, but the model has no learned step "
                              f"sizes (inner_lr_coefs_ is None). {remedy}")
-        sizes = [(int(a), int(b)) for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:])]
+        sizes = self._sizes
         if self.sharing == PER_PARAMETER:
             expected_c, expected_b = sizes, [(b,) for _, b in sizes]
         else:

@@ -769,18 +769,21 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         """The training loss (kernel units) on held-out rows after adapting to ``X, y``: for
         regression targets, whose encoding does not depend on the rows (a classifier's
         per-task labels are mapped from the support rows, which may miss a held-out class)."""
-        adapted, _, layer_sizes, X, _, _, _ = self._adapt_theta(X, y, n_inner_steps)
-        X_held_out = np.ascontiguousarray(X_held_out, dtype=adapted.dtype)
-        y_kernel = self._encode_adapt_targets(y_held_out)[0]
-        return float(loss_grad(adapted, layer_sizes, ACTIVATION_CODES[self.activation],
-                               X_held_out, y_kernel, np.empty_like(adapted)))
+        adapted, _, layer_sizes, _, _, _, _ = self._adapt_theta(X, y, n_inner_steps)
+        return self._loss_at(adapted, layer_sizes, X_held_out,
+                             self._encode_adapt_targets(y_held_out)[0])
 
     def _adapted_support_loss(self, X, y, n_inner_steps=None):
         """The training loss (kernel units) on a task's rows after adapting to those same rows:
         how well this initialisation serves a task seen through its support rows only."""
         adapted, _, layer_sizes, X, y_kernel, _, _ = self._adapt_theta(X, y, n_inner_steps)
-        return float(loss_grad(adapted, layer_sizes, ACTIVATION_CODES[self.activation], X,
-                               y_kernel, np.empty_like(adapted)))
+        return self._loss_at(adapted, layer_sizes, X, y_kernel)
+
+    def _loss_at(self, theta, layer_sizes, X, y_kernel):
+        """The training loss of θ on rows ``X`` with kernel targets ``y_kernel``."""
+        X = np.ascontiguousarray(X, dtype=theta.dtype)
+        return float(loss_grad(theta, layer_sizes, ACTIVATION_CODES[self.activation], X,
+                               y_kernel, np.empty_like(theta)))
 
     # ---------------------------------------------------------------------------------------------
     # Few-shot scoring

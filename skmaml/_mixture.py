@@ -301,12 +301,13 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         component)."""
         seeds = rng.randint(0, _COMPONENT_SEED_HIGH, size=_N_ASSIGN_DRAWS, dtype=np.int64)
         losses = np.zeros((task_set.n_tasks, len(components)))
-        for j, component in enumerate(components):
-            params, layer_sizes = component._theta()
-            for seed in seeds:
-                s_rows, ys, s_off, q_rows, yq, q_off = component._few_shot_episodes(
-                    task_set, np.random.RandomState(int(seed)))
-                episodes = (task_set.X[s_rows], ys, s_off, task_set.X[q_rows], yq, q_off)
+        thetas = [c._theta() for c in components]
+        for seed in seeds:
+            # The components share the target encoding, so one draw serves them all.
+            s_rows, ys, s_off, q_rows, yq, q_off = components[0]._few_shot_episodes(
+                task_set, np.random.RandomState(int(seed)))
+            episodes = (task_set.X[s_rows], ys, s_off, task_set.X[q_rows], yq, q_off)
+            for j, (component, (params, layer_sizes)) in enumerate(zip(components, thetas)):
                 losses[:, j] += component._query_losses(
                     params, layer_sizes, ACTIVATION_CODES[component.activation], episodes)
         losses /= _N_ASSIGN_DRAWS
