@@ -24,8 +24,8 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from ._adaptation import LEARN_INNER_LR, Layout
 from ._kernels._config import ACTIVATION_CODES, ALL_OTHER_ROWS
-from ._kernels._maml import inner_adapt
-from ._kernels._mlp import forward, loss_grad
+from ._kernels._maml import adaptation_losses, inner_adapt
+from ._kernels._mlp import forward
 from ._kernels._numeric import all_finite
 from ._messages import counted, counted_are
 from ._optim import OPTIMIZER_NAMES, make_optimizer
@@ -575,14 +575,11 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             n_inner_steps = self.n_inner_steps
         theta, rule = self._layout(layer_sizes).kernel_rule(params, self.inner_lr)
         Xs, ys, s_off, Xq, yq, q_off = episodes
-        gradient = np.empty_like(theta)
-        losses = []
-        for t in range(s_off.shape[0] - 1):
-            adapted = inner_adapt(theta, layer_sizes, activation, Xs[s_off[t]:s_off[t + 1]],
-                                  ys[s_off[t]:s_off[t + 1]], rule, int(n_inner_steps))
-            losses.append(loss_grad(adapted, layer_sizes, activation, Xq[q_off[t]:q_off[t + 1]],
-                                    yq[q_off[t]:q_off[t + 1]], gradient))
-        return np.asarray(losses, dtype=np.float64)
+        losses = np.empty(s_off.shape[0] - 1)
+        adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_off, Xq, yq, q_off, rule,
+                          int(n_inner_steps), np.empty((losses.shape[0], int(n_inner_steps))),
+                          losses)
+        return losses
 
     def _exploded_loss(self, y_kernel, unadapted_loss):
         """A query loss above which meta-training has run away although numbers are finite:
@@ -722,7 +719,7 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
             A fitted copy whose ``coefs_``/``intercepts_`` are the adapted parameters; its
             ``predict`` serves the new task.
         """
-        adapted, params, layer_sizes, _, _, adapted_attributes, n_inner_steps = (
+        adapted, params, layer_sizes, adapted_attributes, n_inner_steps = (
             self._adapt_theta(X, y, n_inner_steps))
         steps_done = getattr(self, "_n_adapted_steps", 0)
         model = copy.copy(self)
@@ -740,50 +737,35 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         return model
 
     def _adapt_theta(self, X, y, n_inner_steps):
-        """Validate one task's rows and adapt θ to them: ``(adapted θ, params, layer_sizes, X,
-        kernel targets, fitted attributes of the adapted copy, n_inner_steps)``; what ``adapt``
-        and the adapted support loss (:meth:`_adapted_support_loss`) share."""
+        """Validate one task's rows and adapt θ to them: ``(adapted θ, params, layer_sizes,
+        fitted attributes of the adapted copy, n_inner_steps)``."""
         check_is_fitted(self)
         if n_inner_steps is None:
             n_inner_steps = self.n_inner_steps
         if not isinstance(n_inner_steps, Integral) or n_inner_steps < 0:
             raise ValueError(f"n_inner_steps must be a non-negative int, got {n_inner_steps!r}.")
-        X, y = validate_data(self, X, y, reset=False, dtype=[np.float64, np.float32],
-                             multi_output=True, y_numeric=self._target_dtype() == "numeric")
+        X, y_kernel, adapted_attributes = self._adapt_input(X, y)
         params, layer_sizes = self._theta()
         # A model adapted already continues its schedule of per-step sizes.
         steps_done = getattr(self, "_n_adapted_steps", 0)
         theta, rule = self._layout(layer_sizes).kernel_rule(params, self.inner_lr, steps_done)
-        X = np.ascontiguousarray(X, dtype=theta.dtype)
-        y_kernel, adapted_attributes = self._encode_adapt_targets(y)
         adapted = inner_adapt(theta, layer_sizes, ACTIVATION_CODES[self.activation], X,
                               y_kernel, rule, int(n_inner_steps))
         if not np.isfinite(adapted).all():
             raise ValueError(
                 "Adaptation diverged: the adapted parameters are not finite. Lower inner_lr "
                 f"(now {self.inner_lr}) or n_inner_steps, or standardise X and y.")
-        return (adapted, params, layer_sizes, X, y_kernel, adapted_attributes,
-                int(n_inner_steps))
+        return adapted, params, layer_sizes, adapted_attributes, int(n_inner_steps)
 
-    def _held_out_loss(self, X, y, X_held_out, y_held_out, n_inner_steps=None):
-        """The training loss (kernel units) on held-out rows after adapting to ``X, y``: for
-        regression targets, whose encoding does not depend on the rows (a classifier's
-        per-task labels are mapped from the support rows, which may miss a held-out class)."""
-        adapted, _, layer_sizes, _, _, _, _ = self._adapt_theta(X, y, n_inner_steps)
-        return self._loss_at(adapted, layer_sizes, X_held_out,
-                             self._encode_adapt_targets(y_held_out)[0])
-
-    def _adapted_support_loss(self, X, y, n_inner_steps=None):
-        """The training loss (kernel units) on a task's rows after adapting to those same rows:
-        how well this initialisation serves a task seen through its support rows only."""
-        adapted, _, layer_sizes, X, y_kernel, _, _ = self._adapt_theta(X, y, n_inner_steps)
-        return self._loss_at(adapted, layer_sizes, X, y_kernel)
-
-    def _loss_at(self, theta, layer_sizes, X, y_kernel):
-        """The training loss of θ on rows ``X`` with kernel targets ``y_kernel``."""
-        X = np.ascontiguousarray(X, dtype=theta.dtype)
-        return float(loss_grad(theta, layer_sizes, ACTIVATION_CODES[self.activation], X,
-                               y_kernel, np.empty_like(theta)))
+    def _adapt_input(self, X, y):
+        """One task's rows validated for adaptation: ``(X in θ's dtype, kernel targets, fitted
+        attributes of an adapted copy)``."""
+        check_is_fitted(self)
+        X, y = validate_data(self, X, y, reset=False, dtype=[np.float64, np.float32],
+                             multi_output=True, y_numeric=self._target_dtype() == "numeric")
+        X = np.ascontiguousarray(X, dtype=self.coefs_[0].dtype)
+        y_kernel, adapted_attributes = self._encode_adapt_targets(y)
+        return X, y_kernel, adapted_attributes
 
     # ---------------------------------------------------------------------------------------------
     # Few-shot scoring

@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import N_JOBS_CONSTRAINT, BaseMAML
 from ._kernels._config import ACTIVATION_CODES
-from ._kernels._maml import inner_adapt
+from ._kernels._maml import adaptation_losses, inner_adapt
 
 # Seeds of the components' random_state (RandomState takes 32-bit seeds).
 _COMPONENT_SEED_HIGH = 2**32 - 1
@@ -38,15 +38,37 @@ _N_PROJECTIONS = 64
 _N_ASSIGN_DRAWS = 4
 
 
-def _loss_or_inf(loss, *args):
-    """``loss(*args)``, or inf when the adaptation it runs diverges (a routing feature: that
-    component serves the task badly, which is information, not an error)."""
-    try:
-        return loss(*args)
-    except ValueError as exc:
-        if "Adaptation diverged" not in str(exc):
-            raise
-        return np.inf
+def _leave_one_out(s_off):
+    """Leave-one-out episodes of a ragged batch of support sets (task ``t``: rows
+    ``s_off[t]:s_off[t+1]``): one per row, in row order, whose support is the task's other rows
+    and whose query is that row (query offsets ``0, 1, 2, ...`` into the same rows); a task of
+    one row keeps it as support. Returns ``(support rows, support offsets, query offsets)``."""
+    support = []
+    for a, b in zip(s_off[:-1], s_off[1:]):
+        rows = np.arange(a, b)
+        n = rows.shape[0]
+        support.append(np.repeat(rows[None], n, 0)[~np.eye(n, dtype=bool)] if n >= 2 else rows)
+    sizes = np.diff(s_off)
+    episode_sizes = np.repeat(np.where(sizes >= 2, sizes - 1, sizes), sizes)
+    s_offsets = np.concatenate([[0], np.cumsum(episode_sizes)]).astype(np.int64)
+    return (np.concatenate(support).astype(np.int64), s_offsets,
+            np.arange(s_off[-1] + 1, dtype=np.int64))
+
+
+def _adapted_losses(component, Xs, ys, s_off, Xq, yq, q_off, n_inner_steps):
+    """``component`` adapted by ``n_inner_steps`` steps to each task of a ragged batch (rows as
+    in ``adaptation_losses``): ``(support losses at steps 0..n-1 of shape (n_tasks, n), query
+    losses after the n steps)``, non-finite (a diverging adaptation) as inf."""
+    params, layer_sizes = component._theta()
+    theta, rule = component._layout(layer_sizes).kernel_rule(params, component.inner_lr)
+    n_tasks = s_off.shape[0] - 1
+    support, query = np.empty((n_tasks, int(n_inner_steps))), np.empty(n_tasks)
+    adaptation_losses(theta, layer_sizes, ACTIVATION_CODES[component.activation],
+                      np.ascontiguousarray(Xs, dtype=theta.dtype), ys, s_off,
+                      np.ascontiguousarray(Xq, dtype=theta.dtype), yq, q_off, rule,
+                      int(n_inner_steps), support, query)
+    return (np.where(np.isfinite(support), support, np.inf),
+            np.where(np.isfinite(query), query, np.inf))
 
 
 def _train_component(component, task_set, hidden, n_outputs, n_query):
@@ -236,26 +258,32 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         if task_set.n_tasks < self.n_components:
             raise ValueError(f"n_components={self.n_components} is more than the "
                              f"{task_set.n_tasks} training tasks.")
+        # Every assignment of this fit scores the components on the same support draws, so a
+        # component's column of losses is computed once per change of it.
+        draws = self._assignment_draws(prototype, task_set, rng)
         if warm:
             components = [copy.deepcopy(c) for c in self.estimators_]
             for c in components:  # the encoding learned now on all tasks, shared
                 self._share_encoding(prototype, c)
-            labels = self._assign(components, task_set, rng)[0]
+            losses = self._task_losses(components, task_set, draws)
             while len(components) < self.n_components:
-                components.append(self._seed_component(components, task_set, rng))
-                labels = self._assign(components, task_set, rng)[0]
+                components, losses = self._seed_component(components, losses)
+            labels = np.argmin(losses, axis=1)
         else:
             _train_component(prototype, task_set, hidden, n_outputs, n_query)
             self.init_estimator_ = prototype
             if isinstance(self.init, str) and self.init == "worst_served":
-                components, labels = self._grow_from_worst_served(
-                    prototype, task_set, hidden, n_outputs, n_query, rng)
+                components, losses = self._grow_from_worst_served(
+                    prototype, task_set, hidden, n_outputs, n_query, draws, rng)
+                labels = np.argmin(losses, axis=1)
             else:
                 labels = self._initial_labels(prototype, task_set, rng)
                 components = [copy.deepcopy(prototype) for _ in range(self.n_components)]
+                losses = np.column_stack([self._task_losses([prototype], task_set, draws)]
+                                         * self.n_components)
         self._round_labels = [labels.copy()]
         for r in range(self.n_rounds):
-            labels = self._reseed_small(components, task_set, labels)
+            labels = self._reseed_small(labels, losses)
             seeds = rng.randint(0, _COMPONENT_SEED_HIGH, size=len(components), dtype=np.int64)
             jobs = []
             for j, component in enumerate(components):
@@ -264,7 +292,8 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
                     component, task_set.subset(np.flatnonzero(labels == j)), hidden, n_outputs,
                     n_query))
             components = Parallel(n_jobs=self.n_jobs)(jobs)
-            labels, losses = self._assign(components, task_set, rng)
+            losses = self._task_losses(components, task_set, draws)
+            labels = np.argmin(losses, axis=1)
             self._round_labels.append(labels.copy())
             if self.verbose:
                 print(f"MAMLMixture round {r + 1}/{self.n_rounds}: tasks per component "
@@ -295,27 +324,31 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
             if hasattr(source, name):
                 setattr(target, name, copy.deepcopy(getattr(source, name)))
 
-    def _task_losses(self, components, task_set, rng):
-        """``(n_tasks, n_components)`` query losses after adapting each component to a support
-        draw of each task, averaged over ``_N_ASSIGN_DRAWS`` draws (the same draws for every
-        component)."""
-        seeds = rng.randint(0, _COMPONENT_SEED_HIGH, size=_N_ASSIGN_DRAWS, dtype=np.int64)
-        losses = np.zeros((task_set.n_tasks, len(components)))
-        thetas = [c._theta() for c in components]
-        for seed in seeds:
-            # The components share the target encoding, so one draw serves them all.
-            s_rows, ys, s_off, q_rows, yq, q_off = components[0]._few_shot_episodes(
-                task_set, np.random.RandomState(int(seed)))
-            episodes = (task_set.X[s_rows], ys, s_off, task_set.X[q_rows], yq, q_off)
-            for j, (component, (params, layer_sizes)) in enumerate(zip(components, thetas)):
-                losses[:, j] += component._query_losses(
-                    params, layer_sizes, ACTIVATION_CODES[component.activation], episodes)
-        losses /= _N_ASSIGN_DRAWS
-        return np.where(np.isfinite(losses), losses, np.inf)
+    def _assignment_draws(self, prototype, task_set, rng):
+        """``_N_ASSIGN_DRAWS`` support draws of every task (support and query row indices into
+        ``task_set`` with kernel targets): what every assignment of a fit adapts to."""
+        return [prototype._few_shot_episodes(task_set, np.random.RandomState(int(seed)))
+                for seed in rng.randint(0, _COMPONENT_SEED_HIGH, size=_N_ASSIGN_DRAWS,
+                                        dtype=np.int64)]
 
-    def _assign(self, components, task_set, rng):
-        losses = self._task_losses(components, task_set, rng)
-        return np.argmin(losses, axis=1), losses
+    def _task_losses(self, components, task_set, draws):
+        """``(n_tasks, len(components))`` query losses after adapting each component to each
+        support draw of each task, averaged over the draws (non-finite as inf); the components
+        in parallel (joblib threads: the kernels release the GIL)."""
+        def column(component):
+            params, layer_sizes = component._theta()
+            activation = ACTIVATION_CODES[component.activation]
+            losses = np.zeros(task_set.n_tasks)
+            for s_rows, ys, s_off, q_rows, yq, q_off in draws:
+                losses += component._query_losses(
+                    params, layer_sizes, activation,
+                    (task_set.X[s_rows], ys, s_off, task_set.X[q_rows], yq, q_off))
+            return losses / len(draws)
+
+        columns = Parallel(n_jobs=self.n_jobs, prefer="threads")(
+            delayed(column)(c) for c in components)
+        losses = np.column_stack(columns)
+        return np.where(np.isfinite(losses), losses, np.inf)
 
     def _initial_labels(self, prototype, task_set, rng):
         if self.n_components == 1:
@@ -347,91 +380,98 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
                         random_state=rng.randint(0, 2**31 - 1))
         return kmeans.fit_predict(features).astype(np.int64)
 
-    def _grow_from_worst_served(self, prototype, task_set, hidden, n_outputs, n_query, rng):
+    def _grow_from_worst_served(self, prototype, task_set, hidden, n_outputs, n_query, draws,
+                                rng):
         """Components one at a time: each new one is a copy of the initialisation trained for one
-        round on the share of tasks the current components serve worst (highest best loss)."""
+        round on the share of tasks the current components serve worst (highest best loss).
+        Returns the components and their ``(n_tasks, k)`` losses."""
         components = [prototype]
-        labels = np.zeros(task_set.n_tasks, dtype=np.int64)
+        losses = self._task_losses(components, task_set, draws)
         while len(components) < self.n_components:
-            losses = self._task_losses(components, task_set, rng)
             worst = self._worst_served(losses)[:task_set.n_tasks // (len(components) + 1)]
             new = copy.deepcopy(prototype)
             new.set_params(random_state=int(rng.randint(0, _COMPONENT_SEED_HIGH)))
             _train_component(new, task_set.subset(np.sort(worst)), hidden, n_outputs, n_query)
             components.append(new)
-            labels = self._assign(components, task_set, rng)[0]
-        return components, labels
+            losses = np.column_stack([losses, self._task_losses([new], task_set, draws)])
+        return components, losses
 
     def _worst_served(self, losses):
         """Task indices, worst-served first (highest best loss)."""
         return np.argsort(-losses.min(axis=1), kind="stable")
 
-    def _reseed_small(self, components, task_set, labels):
+    def _reseed_small(self, labels, losses):
         """Give every component with fewer than two tasks the worst-served tasks of the
-        largest component (a share of it), so none stays empty or a copy of another."""
+        largest component (a share of it; ``losses`` are those of the assignment that gave
+        ``labels``), so none stays empty or a copy of another."""
         labels = labels.copy()
-        losses = None
-        for j in range(len(components)):
+        n_components = losses.shape[1]
+        for j in range(n_components):
             if np.sum(labels == j) >= 2:
                 continue
-            if losses is None:
-                losses = self._task_losses(components, task_set, np.random.RandomState(0))
-            largest = np.argmax(np.bincount(labels, minlength=len(components)))
+            largest = np.argmax(np.bincount(labels, minlength=n_components))
             members = np.flatnonzero(labels == largest)
             order = members[np.argsort(-losses[members, largest], kind="stable")]
-            take = order[:max(2, members.shape[0] // len(components))]
+            take = order[:max(2, members.shape[0] // n_components)]
             labels[take] = j
             if self.verbose:
                 print(f"MAMLMixture: component {j} had fewer than 2 tasks; re-seeded with the "
                       f"{take.shape[0]} worst-served tasks of component {largest}.", flush=True)
         return labels
 
-    def _seed_component(self, components, task_set, rng):
+    def _seed_component(self, components, losses):
         """A new component (``warm_start`` with a larger ``n_components``): a copy of the
-        component serving the worst-served tasks."""
-        losses = self._task_losses(components, task_set, rng)
-        worst = self._worst_served(losses)[0]
-        new = copy.deepcopy(components[int(np.argmin(losses[worst]))])
+        component serving the worst-served task, with that component's losses."""
+        source = int(np.argmin(losses[self._worst_served(losses)[0]]))
         if self.verbose:
             print("MAMLMixture: adding a component, seeded from the worst-served tasks.",
                   flush=True)
-        return new
+        return (components + [copy.deepcopy(components[source])],
+                np.column_stack([losses, losses[:, source]]))
 
     # ---------------------------------------------------------------------------------------------
     # Routing and adaptation
     # ---------------------------------------------------------------------------------------------
 
-    def _routing_features(self, X, y):
-        """What the router sees of a task's support rows: for every component, the log of its
-        training loss on them after 0, 1, N and 2N adaptation steps, and of the mean and largest
-        leave-one-out loss (adapted to all rows but one, scored on that one)."""
-        X, y = np.asarray(X), np.asarray(y)
+    def _routing_features(self, Xs, ys, s_off):
+        """What the router sees of each task's support rows (task ``t``: rows
+        ``s_off[t]:s_off[t+1]`` of ``Xs`` with kernel targets ``ys``), ``(n_tasks, 6 k)``: for
+        every component, the log of its training loss on them after 0, 1, N and 2N adaptation
+        steps, and of the mean and largest leave-one-out loss (adapted to all rows but one,
+        scored on that one; regression only). A diverging adaptation counts as a huge loss."""
+        n_tasks = s_off.shape[0] - 1
+        sizes = np.diff(s_off)
+        loo = self.estimators_[0]._target_dtype() == "numeric"
+        if loo:
+            loo_support, loo_s_off, loo_q_off = _leave_one_out(s_off)
+            loo_task = np.repeat(np.arange(n_tasks), sizes)
         features = []
         for c in self.estimators_:
             n = max(1, int(c.n_inner_steps))
-            for steps in (0, 1, n, 2 * n):
-                features.append(_loss_or_inf(c._adapted_support_loss, X, y, steps))
-            if X.shape[0] >= 2 and c._target_dtype() == "numeric":
-                held_out = [_loss_or_inf(c._held_out_loss, np.delete(X, i, 0), np.delete(y, i, 0),
-                                         X[i:i + 1], y[i:i + 1]) for i in range(X.shape[0])]
-            else:  # one row, or class labels (a held-out row's class may be missing)
-                held_out = [features[-2]]
-            features += [float(np.mean(held_out)), float(np.max(held_out))]
-        features = np.log(np.maximum(np.nan_to_num(np.asarray(features), nan=1e300,
-                                                   posinf=1e300), 1e-12))
-        return features
+            trajectory, last = _adapted_losses(c, Xs, ys, s_off, Xs, ys, s_off, 2 * n)
+            block = [trajectory[:, 0], trajectory[:, 1], trajectory[:, n], last]
+            if loo:
+                held_out = _adapted_losses(c, Xs[loo_support], ys[loo_support], loo_s_off, Xs,
+                                           ys, loo_q_off, n)[1]
+                mean = np.bincount(loo_task, held_out, minlength=n_tasks) / sizes
+                worst = np.full(n_tasks, -np.inf)
+                np.maximum.at(worst, loo_task, held_out)
+                # One row: nothing to hold out; its loss after N steps stands in.
+                single = sizes < 2
+                mean[single], worst[single] = trajectory[single, n], trajectory[single, n]
+            else:  # class labels (a held-out row's class may be missing)
+                mean = worst = trajectory[:, n]
+            features.append(np.column_stack(block + [mean, worst]))
+        features = np.hstack(features)
+        return np.log(np.maximum(np.nan_to_num(features, nan=1e300, posinf=1e300), 1e-12))
 
     def _fit_router(self, task_set, labels, rng):
         """A multinomial logistic regression from the routing features of one support draw of
         each training task to its component (the one whose adapted query loss was lowest)."""
         if self.routing != "learned" or np.unique(labels).shape[0] < 2:
             return None
-        first = self.estimators_[0]
-        s_rows, ys, s_off, _, _, _ = first._few_shot_episodes(task_set, rng)
-        features = np.array([
-            self._routing_features(task_set.X[s_rows[s_off[t]:s_off[t + 1]]],
-                                   first._decode_targets(ys[s_off[t]:s_off[t + 1]]))
-            for t in range(task_set.n_tasks)])
+        s_rows, ys, s_off, _, _, _ = self.estimators_[0]._few_shot_episodes(task_set, rng)
+        features = self._routing_features(task_set.X[s_rows], ys, s_off)
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(
             features, labels)
 
@@ -452,7 +492,15 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         losses : ndarray of shape ``(n_components_,)``
         """
         check_is_fitted(self)
-        return np.array([c._adapted_support_loss(X, y, n_inner_steps) for c in self.estimators_])
+        if n_inner_steps is not None and (not isinstance(n_inner_steps, Integral)
+                                          or n_inner_steps < 0):
+            raise ValueError(f"n_inner_steps must be a non-negative int, got {n_inner_steps!r}.")
+        X, y_kernel, _ = self.estimators_[0]._adapt_input(X, y)
+        one_task = np.array([0, X.shape[0]], dtype=np.int64)
+        losses = [_adapted_losses(c, X, y_kernel, one_task, X, y_kernel, one_task,
+                                  c.n_inner_steps if n_inner_steps is None else n_inner_steps)[1]
+                  for c in self.estimators_]
+        return np.concatenate(losses)
 
     def route(self, X, y, n_inner_steps=None):
         """The component (an int) a task's support rows ``X, y`` are routed to: the learned
@@ -460,7 +508,10 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         ``n_inner_steps`` does not change it), or that of the lowest :meth:`support_losses`."""
         check_is_fitted(self)
         if getattr(self, "router_", None) is not None:
-            return int(self.router_.predict(self._routing_features(X, y)[None, :])[0])
+            X, y_kernel, _ = self.estimators_[0]._adapt_input(X, y)
+            features = self._routing_features(X, y_kernel,
+                                              np.array([0, X.shape[0]], dtype=np.int64))
+            return int(self.router_.predict(features)[0])
         losses = self.support_losses(X, y, n_inner_steps)
         return int(np.argmin(np.where(np.isfinite(losses), losses, np.inf)))
 

@@ -181,13 +181,46 @@ def test_clear_errors():
 
 def test_routing_survives_a_component_that_diverges_on_the_task(fitted):
     """A support set on which a component's adaptation overflows is routed elsewhere, not an
-    error: that component's routing features are infinite."""
+    error: that component's routing features and support loss are infinite."""
     mixture, tasks, _ = fitted
     X, y = tasks[0][0][:5], 1e200 * np.ones(5)
-    losses = [mixture.support_losses(X, np.ones(5))]
-    assert np.isfinite(losses[0]).all()
+    assert np.isfinite(mixture.support_losses(X, np.ones(5))).all()
     with pytest.raises(ValueError, match="Adaptation diverged"):  # what routing must absorb
         mixture.estimators_[0].adapt(X, y, n_inner_steps=10)
-    features = mixture._routing_features(X, y)
-    assert np.isfinite(features).all()  # log of a capped value
+    assert np.isposinf(mixture.support_losses(X, y, n_inner_steps=10)).all()
+    X_kernel, y_kernel, _ = mixture.estimators_[0]._adapt_input(X, y)
+    features = mixture._routing_features(X_kernel, y_kernel, np.array([0, 5]))
+    assert np.isfinite(features).all() and features.max() == np.log(1e300)  # a capped value
     assert mixture.route(X, y) in (0, 1)
+
+
+def test_batched_routing_features_equal_one_adaptation_at_a_time(fitted):
+    """The routing features of a batch of support sets (one kernel call per component) are the
+    losses of adapting each component to each task by hand: after 0, 1, N and 2N steps, and
+    leave one row out."""
+    mixture, tasks, _ = fitted
+    supports = [(X[:k], y[:k]) for (X, y), k in zip(tasks[:4], (5, 3, 1, 4))]
+    first = mixture.estimators_[0]
+    Xs = np.vstack([X for X, _ in supports])
+    ys = np.vstack([first._adapt_input(X, y)[1] for X, y in supports])
+    s_off = np.concatenate([[0], np.cumsum([len(y) for _, y in supports])])
+    features = mixture._routing_features(Xs, ys, s_off)
+    assert features.shape == (4, 6 * mixture.n_components_)
+
+    def loss(component, steps, X, y, X_eval, y_eval):
+        adapted = component.adapt(X, y, n_inner_steps=steps)
+        return np.mean((adapted.predict(X_eval) - y_eval) ** 2) / float(component._y_scale[0]) ** 2
+
+    for t, (X, y) in enumerate(supports):
+        for j, c in enumerate(mixture.estimators_):
+            n = c.n_inner_steps
+            expected = [loss(c, steps, X, y, X, y) for steps in (0, 1, n, 2 * n)]
+            if len(y) >= 2:
+                held_out = [loss(c, n, np.delete(X, i, 0), np.delete(y, i), X[i:i + 1],
+                                 y[i:i + 1])
+                            for i in range(len(y))]
+            else:
+                held_out = [expected[2]]
+            expected += [np.mean(held_out), np.max(held_out)]
+            np.testing.assert_allclose(features[t, 6 * j:6 * j + 6], np.log(expected),
+                                       rtol=1e-6, atol=1e-9)

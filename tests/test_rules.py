@@ -452,6 +452,36 @@ def test_meta_batch_grad_ragged_rules(activation, loss_kind, n_out, first_order,
         assert float(loss_w) == float(mean_loss)
 
 
+@pytest.mark.parametrize("rule_name", ["alpha_per_step", "meta_sgd", "lslr", "anil_meta_sgd"])
+@pytest.mark.parametrize("loss_kind,n_out", LOSS_CASES)
+def test_adaptation_losses_of_a_ragged_batch(loss_kind, n_out, rule_name):
+    """``adaptation_losses`` (the mixture's assignment and routing, validation losses): per task,
+    the support loss at every inner step and the query loss after them, the bits of
+    ``inner_adapt`` then ``loss_grad`` task by task; the reference adaptation agrees."""
+    rng = np.random.default_rng(_seed("adaptation-losses", loss_kind, rule_name))
+    sizes = np.array([N_FEATURES, *HIDDEN, n_out], dtype=np.int64)
+    theta = naive.init_theta(sizes, rng)
+    code = ACTIVATION_CODES["tanh"]
+    n_steps = 3
+    rule = make_rule(rule_name, sizes, n_steps, rng, n_sets=2 if RULE_SPECS[rule_name][1] else 1)
+    tasks, Xs, ys, s_off, Xq, yq, q_off = _ragged_tasks(loss_kind, n_out, rng)
+    support = np.full((len(tasks), n_steps), np.nan)
+    query = np.full(len(tasks), np.nan)
+    _maml.adaptation_losses(theta, sizes, code, Xs, ys, s_off, Xq, yq, q_off, rule, n_steps,
+                            support, query)
+    grad = np.empty_like(theta)
+    for t, (Xs_t, ys_t, Xq_t, yq_t) in enumerate(tasks):
+        for k in range(n_steps):
+            theta_k = _maml.inner_adapt(theta, sizes, code, Xs_t, ys_t, rule, k)
+            assert support[t, k] == _mlp.loss_grad(theta_k, sizes, code, Xs_t, ys_t, grad)
+        adapted = _maml.inner_adapt(theta, sizes, code, Xs_t, ys_t, rule, n_steps)
+        assert query[t] == _mlp.loss_grad(adapted, sizes, code, Xq_t, yq_t, grad)
+        reference = ref_adapt(theta, sizes, "tanh", Xs_t, ys_t, rule, n_steps)
+        assert query[t] == pytest.approx(naive.loss(reference, sizes, "tanh", Xq_t, yq_t),
+                                         rel=1e-10)
+    assert np.ptp(query) > 0 and np.all(support[:, -1] != support[:, 0])
+
+
 # ---------------------------------------------------------------------------
 # 8. float32
 # ---------------------------------------------------------------------------

@@ -94,6 +94,44 @@ def inner_adapt(theta, layer_sizes, activation, Xs, ys, rule, n_inner_steps):
 
 
 @njit(**JIT_OPTIONS)
+def adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q_offsets, rule,
+                      n_inner_steps, support_losses, query_losses):
+    """Adapt ``theta`` to every task of a ragged batch and record its losses; no meta-gradient.
+
+    Task ``t`` is adapted by :func:`inner_adapt` to its support rows; ``support_losses[t, k]`` is
+    its support loss at inner step ``k`` (before the ``k``-th update, ``k < n_inner_steps``, the
+    loss each step computes anyway) and ``query_losses[t]`` the loss of its query rows after the
+    ``n_inner_steps`` steps (rows as in :func:`meta_batch_grad`). The same operations in the same
+    order as :func:`inner_adapt` then :func:`._mlp.loss_grad` per task, so the same bits; one
+    call for a batch where those would cost a Python call per task.
+
+    Parameters
+    ----------
+    theta, layer_sizes, activation, rule, n_inner_steps
+        As in :func:`inner_adapt`.
+    Xs, ys, s_offsets, Xq, yq, q_offsets
+        The batch, as in :func:`meta_batch_grad`.
+    support_losses : ndarray of shape (n_tasks, n_inner_steps), float64
+    query_losses : ndarray of shape (n_tasks,), float64
+        Receive the losses.
+    """
+    net = network(layer_sizes, activation)
+    groups = rate_groups(net, rule)
+    adapted = np.empty_like(theta)
+    grad = np.empty_like(theta)
+    for t in range(s_offsets.shape[0] - 1):
+        s0, s1 = s_offsets[t], s_offsets[t + 1]
+        adapted[:] = theta
+        for k in range(n_inner_steps):
+            support_losses[t, k] = loss_grad(adapted, layer_sizes, activation, Xs[s0:s1],
+                                             ys[s0:s1], grad)
+            adapt_step(adapted, grad, rule, groups, k, adapted)
+        query_losses[t] = loss_grad(adapted, layer_sizes, activation,
+                                    Xq[q_offsets[t]:q_offsets[t + 1]],
+                                    yq[q_offsets[t]:q_offsets[t + 1]], grad)
+
+
+@njit(**JIT_OPTIONS)
 def _max_task_rows(s_offsets, q_offsets):
     n_s_max = 0
     n_q_max = 0
