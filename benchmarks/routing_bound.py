@@ -1,15 +1,25 @@
-"""How well can any router tell the families of ``make_family_tasks`` apart from K support rows?
+"""How well can any method do on ``make_family_tasks`` from K support rows, knowing the true model?
 
-The Bayes-optimal classifier of a task's family from its K noisy support points, knowing the true
-generative model (each family's parameter prior, :data:`skmaml.datasets._FAMILY_RANGES`, and the
-noise sd 0.3): the marginal likelihood of the K points under each family, estimated as the mean
-likelihood over ``--draws`` parameter draws of that family, and the family of the largest. Its
-accuracy bounds the routing accuracy of every task memory that routes by the support rows only.
+**Routing.** The Bayes-optimal classifier of a task's family from its K noisy support points,
+knowing the true generative model (each family's parameter prior,
+:data:`skmaml.datasets._FAMILY_RANGES`, and the noise sd 0.3): the marginal likelihood of the K
+points under each family, estimated as the mean likelihood over ``--draws`` parameter draws of
+that family, and the family of the largest. Its accuracy bounds the routing accuracy of every task
+memory that routes by the support rows only.
+
+**Query MSE** (``--mse``). The Bayes-optimal prediction of the query points from the K support
+points is the posterior mean of the curve: each family's prior draws weighted by their likelihood
+of the support points, averaged over the families by their posterior probability (family
+unknown, what any method that sees the support rows only can at best do), or within the true
+family only (family known, the best the per-family oracle of ``task_memory.py`` could do). Its
+query MSE (noise included) bounds the MSE of every learner from below; the ratio of the two says
+what knowing the family is worth.
 
 Run it from the repository root::
 
     python benchmarks/routing_bound.py            # about a minute
     python benchmarks/routing_bound.py --tasks 1000
+    python benchmarks/routing_bound.py --mse --tasks 200
 
 One run (300 tasks each, so about ±0.025; 16 s): 2 families 0.99 (K = 5), 1.00 (K = 10); 3 families
 0.92, 0.98; 5 families 0.75, 0.84.
@@ -49,13 +59,52 @@ def log_marginal(family, draws, x, y):
     return logsumexp(-0.5 * np.sum((curves - y[None, :]) ** 2, axis=1) / NOISE ** 2)
 
 
+def posterior_mean(family, draws, x, y, x_new):
+    """``(log p(y | x, family), E[f(x_new) | x, y, family])`` by likelihood weighting of the prior
+    draws (the log marginal up to the constant shared by all families)."""
+    params = [column[:, None] for column in draws.T]
+    log_w = -0.5 * np.sum((_family_curve(family, params, x[None, :]) - y[None, :]) ** 2,
+                          axis=1) / NOISE ** 2
+    log_marginal_y = logsumexp(log_w)
+    w = np.exp(log_w - log_marginal_y)
+    return log_marginal_y, w @ _family_curve(family, params, x_new[None, :])
+
+
+def mse_bounds(args, rng):
+    """Bayes-optimal query MSE from K = 5 support rows, family unknown and known."""
+    k_support, n_query = 5, 100
+    print("| families | K | Bayes-optimal query MSE, family unknown | family known | ratio |")
+    print("|---:|---:|---:|---:|---:|")
+    for families in (_FAMILIES[:2], _FAMILIES[:3], _FAMILIES):
+        draws = {f: prior_draws(f, args.draws, rng) for f in families}
+        tasks, labels = make_family_tasks(n_tasks=args.tasks, n_samples=k_support + n_query,
+                                          families=families, noise=NOISE,
+                                          random_state=args.random_state + 7)
+        unknown, known = [], []
+        for (X, y), family in zip(tasks, labels):
+            x, ys, xq, yq = X[:k_support, 0], y[:k_support], X[k_support:, 0], y[k_support:]
+            fits = {f: posterior_mean(f, draws[f], x, ys, xq) for f in families}
+            log_post = np.array([fits[f][0] for f in families])
+            post = np.exp(log_post - logsumexp(log_post))
+            mixed = sum(p * fits[f][1] for p, f in zip(post, families))
+            unknown.append(np.mean((mixed - yq) ** 2))
+            known.append(np.mean((fits[family][1] - yq) ** 2))
+        u, kn = np.mean(unknown), np.mean(known)
+        print(f"| {len(families)} | {k_support} | {u:.3f} (median {np.median(unknown):.3f}) | "
+              f"{kn:.3f} (median {np.median(known):.3f}) | {u / kn:.2f} |", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=300, help="test tasks per setting")
     parser.add_argument("--draws", type=int, default=20000, help="prior draws per family")
     parser.add_argument("--random-state", type=int, default=0)
+    parser.add_argument("--mse", action="store_true",
+                        help="the Bayes-optimal query MSE instead of the routing accuracy")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.random_state)
+    if args.mse:
+        return mse_bounds(args, rng)
     print("| families | K | Bayes-optimal routing accuracy |")
     print("|---:|---:|---:|")
     for families in (_FAMILIES[:2], _FAMILIES[:3], _FAMILIES):
