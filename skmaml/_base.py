@@ -27,9 +27,16 @@ from ._kernels._config import ACTIVATION_CODES, ALL_OTHER_ROWS
 from ._kernels._maml import adaptation_losses, inner_adapt
 from ._kernels._mlp import forward
 from ._kernels._numeric import all_finite
+from ._kernels._train import (
+    RUN_BAD_LOSS,
+    RUN_BAD_UPDATE,
+    RUN_CHUNKED,
+    meta_train_run,
+    sample_episodes,
+)
 from ._messages import counted, counted_are
 from ._optim import OPTIMIZER_NAMES, make_optimizer
-from ._parallel import MetaGradient
+from ._parallel import MAX_ONE_CHUNK_FLOPS, MetaGradient
 from ._params import WEIGHT_INITS, check_shapes, init_theta, layer_sizes_array, pack, unpack
 from ._progress import Progress
 from ._tasks import tasks_from_groups, tasks_from_list
@@ -43,6 +50,13 @@ EXPLOSION_FACTOR = 1e8
 # The training loss is checked for a plateau once per pass over the tasks, or once per several
 # passes when one pass is fewer meta-iterations than this (BaseMAML._end_of_epoch).
 CHECK_MIN_ITERATIONS = 50
+
+# Meta-iterations per compiled run (``_MetaStep.run``): the training loop returns to Python (for
+# progress, KeyboardInterrupt, the checks) at least this often.
+_RUN_LENGTH = 64
+# False: every meta-iteration from Python (the same bits; for tests that instrument the kernel
+# calls from Python, which the compiled runs do not make).
+_COMPILED_LOOP = True
 
 # ``n_jobs`` as joblib counts it: None, -1, -2, ... or a positive count (also MAMLMixture's).
 N_JOBS_CONSTRAINT = [Interval(Integral, None, -1, closed="right"),
@@ -160,11 +174,24 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         """The loss of a constant guess (zero outputs) on kernel targets ``y_kernel``."""
 
     @abstractmethod
+    def _sampler_spec(self, y_kernel):
+        """Which compiled episode sampler draws training episodes from tasks with kernel targets
+        ``y_kernel``: ``(sampler code, n_classes, relabel)``, the arguments of
+        ``_kernels._train.sample_episodes`` (the last two unused for regression)."""
+
     def _episode_sampler(self, y_kernel):
         """A function ``(X, y_kernel, offsets, fixed_support, batch, seeds, support_sizes,
-        n_query)`` making one compiled sampler call -> (Xs, ys, s_offsets, Xq, yq, q_offsets).
-        Built once per fit or score, so nothing about the labels is recomputed per
+        n_query)`` making one compiled sampler call -> (Xs, ys, s_offsets, Xq, yq, q_offsets):
+        the draws of :meth:`_sampler_spec`'s sampler, which the compiled training loop makes
+        itself. Built once per fit, so nothing about the labels is recomputed per
         meta-iteration."""
+        sampler, n_classes, relabel = self._sampler_spec(y_kernel)
+
+        def sample(X, y, offsets, fixed_support, batch, seeds, support_sizes, n_query):
+            return sample_episodes(sampler, X, y, offsets, fixed_support, batch, seeds,
+                                   support_sizes, n_query, n_classes, relabel)
+
+        return sample
 
     @abstractmethod
     def _episode_rows(self, y_kernel):
@@ -417,17 +444,28 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
         self.stop_reason_ = "max_iter"
         with meta_gradient:  # owns the thread pool; BLAS single-threaded inside
             try:
-                for batch, batch_seeds, end_of_epoch in _meta_batches(train.n_tasks, batch_size,
-                                                                      self.max_iter, rng):
-                    loss = step(batch, batch_seeds)
-                    self.loss_curve_.append(loss)
-                    epoch_losses.append(loss)
-                    self.n_iter_ += 1
-                    n_done += 1
-                    progress.tick(n_done, loss, self.validation_scores_)
+                for order, seeds, n_batches, whole in _meta_epochs(train.n_tasks, batch_size,
+                                                                   self.max_iter, rng):
+                    done_in_epoch = 0
+                    while done_in_epoch < n_batches:
+                        # A run of meta-iterations in one compiled call where it can (small
+                        # batches), else one from Python: the same bits either way.
+                        losses, failure = step.run(order, seeds, done_in_epoch,
+                                                   n_batches - done_in_epoch)
+                        self.loss_curve_.extend(losses)
+                        epoch_losses.extend(losses)
+                        self.n_iter_ += len(losses)
+                        n_done += len(losses)
+                        done_in_epoch += len(losses)
+                        if losses:
+                            progress.tick(n_done, losses[-1], self.validation_scores_,
+                                          len(losses))
+                        if failure is not None:
+                            self._diverged(step.theta_prev, layer_sizes, failure,
+                                           step.loss_limit)
                     # A check after a pass over the training tasks: every pass with validation
                     # tasks; of the training loss, once it averages CHECK_MIN_ITERATIONS.
-                    if not end_of_epoch:
+                    if not whole:
                         continue
                     if valid is None:
                         self.best_loss_ = min(self.best_loss_,
@@ -898,15 +936,20 @@ def _is_task_list(X):
 
 
 class _MetaStep:
-    """One meta-iteration: sample the batch's episodes, compute the mean meta-gradient, check it
-    and take the optimiser step on θ (in place). Keeps the θ before the step: when a step
-    diverges, that is the last θ whose query loss was finite, and the estimator keeps it."""
+    """Meta-iterations: sample each batch's episodes, compute the mean meta-gradient, check it
+    and take the optimiser step on θ (in place). Keeps the θ before each step: when a step
+    diverges, that is the last θ whose query loss was finite, and the estimator keeps it.
+
+    :meth:`run` does a run of them: in one compiled call (``_kernels._train``) while the
+    batches are small enough to be one kernel call each, else one at a time from Python, with
+    the meta-gradient's chunks on threads. Both do the same operations on the same arrays."""
 
     def __init__(self, estimator, train, n_query, meta_gradient, optimizer, theta, batch_size,
                  layer_sizes):
         self.estimator = estimator
         self.train = train
         self.n_query = n_query
+        self.sampler = estimator._sampler_spec(train.targets)
         self.sample = estimator._episode_sampler(train.targets)
         self.meta_gradient = meta_gradient
         self.optimizer = optimizer
@@ -914,57 +957,101 @@ class _MetaStep:
         self.theta_prev = theta.copy()
         self.grad = np.empty_like(theta)
         self.task_losses = np.empty(batch_size, dtype=theta.dtype)
+        self.batch_size = batch_size
         self.layer_sizes = layer_sizes
         self.loss_limit = None  # set from the first batch
-        self.episodes = None
+        self.last_batch = None  # (tasks, seeds) of the last batch run
+        self.compiled = _COMPILED_LOOP  # until a batch needs chunks
+        self._losses = np.empty(_RUN_LENGTH)
 
-    def __call__(self, batch, batch_seeds):
+    def _sample(self, batch, batch_seeds):
         train = self.train
-        self.episodes = self.sample(train.X, train.targets, train.offsets, train.fixed_support,
-                                    batch, batch_seeds, train.support_sizes, self.n_query)
+        return self.sample(train.X, train.targets, train.offsets, train.fixed_support, batch,
+                           batch_seeds, train.support_sizes, self.n_query)
+
+    def run(self, order, seeds, first, n_batches):
+        """Meta-iterations on batches ``first, first + 1, ...`` (at most ``n_batches``) of an
+        epoch's ``order`` and ``seeds``: ``(losses, failure)``, the losses of the iterations
+        done, and None or the loss (NaN for a non-finite update) of the one that diverged (not
+        done; ``theta_prev`` holds the θ to keep)."""
+        if self.loss_limit is None or not self.compiled:
+            return self._one(order, seeds, first)
+        mg, train = self.meta_gradient, self.train
+        n_done, status = meta_train_run(
+            self.theta, self.theta_prev, self.grad, self.task_losses, mg.n_theta,
+            self.layer_sizes, mg.activation, mg.rule, mg.n_inner_steps, mg.first_order, train.X,
+            train.targets, train.offsets, train.fixed_support, train.support_sizes, self.n_query,
+            *self.sampler, order, seeds, first, self.batch_size, min(n_batches, _RUN_LENGTH),
+            *self.optimizer.kernel_args(self.theta), self.loss_limit, mg.support_flops,
+            mg.query_flops, MAX_ONE_CHUNK_FLOPS, self._losses)
+        self.optimizer.advance(n_done)
+        # A batch whose update failed passed its checks but is not recorded (as from Python).
+        recorded = n_done - (status == RUN_BAD_UPDATE)
+        losses = self._losses[:recorded].tolist()
+        if n_done:
+            last = first + n_done - 1
+            self.last_batch = (order[last * self.batch_size:(last + 1) * self.batch_size],
+                               seeds[last * self.batch_size:(last + 1) * self.batch_size])
+        if status == RUN_BAD_LOSS:
+            return losses, float(self._losses[n_done])
+        if status == RUN_BAD_UPDATE:
+            return losses, math.nan
+        if status == RUN_CHUNKED:
+            # Batches this big run through Python (its overhead is small beside them).
+            self.compiled = False
+        return losses, None
+
+    def _one(self, order, seeds, j):
+        """Batch ``j`` of the epoch from Python: ``run``'s result for one iteration."""
+        lo, hi = j * self.batch_size, (j + 1) * self.batch_size
+        batch, batch_seeds = order[lo:hi], seeds[lo:hi]
+        episodes = self._sample(batch, batch_seeds)
+        self.last_batch = (batch, batch_seeds)
         if self.loss_limit is None:
             unadapted = self.estimator._mean_query_loss(
                 self.theta, self.layer_sizes, ACTIVATION_CODES[self.estimator.activation],
-                self.episodes, n_inner_steps=0)
-            self.loss_limit = self.estimator._exploded_loss(train.targets, unadapted)
-        loss = self.meta_gradient(self.theta, *self.episodes, self.grad,
+                episodes, n_inner_steps=0)
+            self.loss_limit = self.estimator._exploded_loss(self.train.targets, unadapted)
+        loss = self.meta_gradient(self.theta, *episodes, self.grad,
                                   self.task_losses[:batch.shape[0]])
         # ``loss <= limit`` is False for NaN too.
         if not (loss <= self.loss_limit and all_finite(self.grad)):
-            self.estimator._diverged(self.theta_prev, self.layer_sizes, loss, self.loss_limit)
+            return [], loss
         np.copyto(self.theta_prev, self.theta)
         self.optimizer.update(self.theta, self.grad)
         if not all_finite(self.theta):
-            self.estimator._diverged(self.theta_prev, self.layer_sizes, math.nan, self.loss_limit)
-        return loss
+            return [], math.nan
+        return [loss], None
 
     def check_last_update(self):
         """Raise the divergence error if θ after the last step gives a non-finite or exploded
         query loss on the last batch (nothing else evaluates the last update)."""
-        if self.episodes is None:
+        if self.last_batch is None:
             return
         loss = self.estimator._mean_query_loss(
             self.theta, self.layer_sizes, ACTIVATION_CODES[self.estimator.activation],
-            self.episodes)
+            self._sample(*self.last_batch))
         if not loss <= self.loss_limit:
             self.estimator._diverged(self.theta_prev, self.layer_sizes, loss, self.loss_limit)
 
 
-def _meta_batches(n_tasks, batch_size, n_iterations, rng):
-    """``n_iterations`` meta-batches: ``(tasks, seeds, end_of_epoch)``.
+def _meta_epochs(n_tasks, batch_size, n_iterations, rng):
+    """The meta-batches of ``n_iterations`` meta-iterations, an epoch at a time:
+    ``(order, seeds, n_batches, whole)``; batch ``j`` of an epoch is the tasks
+    ``order[j * batch_size : (j + 1) * batch_size]`` with their episode seeds, and ``whole``
+    says the epoch is complete (the last may be cut at ``n_iterations``).
 
     Shuffled epochs without replacement (as minibatches in MLP), a seed per task visit drawn up
     front from ``rng`` for each epoch, the last batch of an epoch possibly smaller.
     """
-    position = n_tasks  # start with a fresh epoch
-    for _ in range(n_iterations):
-        if position >= n_tasks:
-            order = _epoch_order(rng.permutation(n_tasks), batch_size)
-            seeds = rng.randint(0, _SEED_HIGH, size=n_tasks, dtype=np.int64)
-            position = 0
-        yield (order[position:position + batch_size], seeds[position:position + batch_size],
-               position + batch_size >= n_tasks)
-        position += batch_size
+    per_epoch = -(-n_tasks // batch_size)
+    done = 0
+    while done < n_iterations:
+        order = _epoch_order(rng.permutation(n_tasks), batch_size)
+        seeds = rng.randint(0, _SEED_HIGH, size=n_tasks, dtype=np.int64)
+        n_batches = min(per_epoch, n_iterations - done)
+        yield order, seeds, n_batches, n_batches == per_epoch
+        done += n_batches
 
 
 def _epoch_order(permutation, batch_size):

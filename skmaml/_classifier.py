@@ -10,12 +10,11 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 
 from ._base import BaseMAML, _user_stacklevel
+from ._kernels._config import STRATIFIED_EPISODES, UNSTRATIFIED_EPISODES
 from ._kernels._mlp import forward
 from ._kernels._sampling import (
     classification_episode_rows,
     regression_episode_rows,
-    sample_classification_episodes,
-    sample_unstratified_classification_episodes,
     task_class_summary,
 )
 from ._messages import counted
@@ -285,20 +284,15 @@ feature_names_in_, n_layers_, n_outputs_
                 stacklevel=_user_stacklevel())
         return train_idx, valid_idx
 
-    def _episode_sampler(self, y_kernel):
+    def _sampler_spec(self, y_kernel):
         if self.support_per == "task":
-            return sample_unstratified_classification_episodes
+            return UNSTRATIFIED_EPISODES, 0, False
         n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
-        relabel = self.task_labels == "per_task"
-
-        def sample(X, y, offsets, fixed_support, batch, seeds, support_sizes, n_query):
-            return sample_classification_episodes(X, y, offsets, fixed_support, batch, seeds,
-                                                  support_sizes, n_query, n_labels, relabel)
-
-        return sample
+        return STRATIFIED_EPISODES, n_labels, self.task_labels == "per_task"
 
     def _episode_rows(self, y_kernel):
-        if self.support_per == "task":
+        sampler, n_labels, relabel = self._sampler_spec(y_kernel)
+        if sampler == UNSTRATIFIED_EPISODES:
             def rows(offsets, fixed_support, batch, seeds, support_sizes, n_query):
                 # The draws of sample_unstratified_classification_episodes.
                 s_rows, s_off, q_rows, q_off = regression_episode_rows(
@@ -306,8 +300,6 @@ feature_names_in_, n_layers_, n_outputs_
                 return s_rows, y_kernel[s_rows], s_off, q_rows, y_kernel[q_rows], q_off
 
             return rows
-        n_labels = int(y_kernel.max()) + 1 if y_kernel.size else 0
-        relabel = self.task_labels == "per_task"
 
         def rows(offsets, fixed_support, batch, seeds, support_sizes, n_query):
             return classification_episode_rows(y_kernel, offsets, fixed_support, batch, seeds,

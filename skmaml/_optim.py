@@ -9,6 +9,7 @@ the Python side does no array work of its own.
 
 import numpy as np
 
+from ._kernels._config import ADAM, SGD
 from ._kernels._update import adam_update, sgd_update
 
 OPTIMIZER_NAMES = ("sgd", "adam")
@@ -43,6 +44,15 @@ class SGDOptimizer:
             The mean meta-gradient.
         """
         sgd_update(theta, grad, self.learning_rate)
+
+    def kernel_args(self, theta):
+        """What the compiled training loop (``_kernels._train.meta_train_run``) takes of the
+        optimiser: ``(code, m, v, t, learning_rate, beta_1, beta_2, epsilon)``."""
+        empty = theta[:0]
+        return SGD, empty, empty, 0, self.learning_rate, 0.0, 0.0, 0.0
+
+    def advance(self, n_steps):
+        """Count ``n_steps`` steps the compiled loop took (SGD keeps no count)."""
 
     def __repr__(self):
         return f"SGDOptimizer(learning_rate={self.learning_rate!r})"
@@ -100,6 +110,14 @@ class AdamOptimizer:
         ValueError
             If the moments do not have θ's shape and dtype.
         """
+        self._check_state(theta)
+        self.t += 1
+        adam_update(
+            theta, grad, self.m, self.v, self.t, self.learning_rate, self.beta_1, self.beta_2, self.epsilon
+        )
+
+    def _check_state(self, theta):
+        """Allocate the moments for θ if there are none; refuse moments that do not fit θ."""
         if self.m is None:
             self.reset(theta.shape[0], theta.dtype)
         elif not (self.m.shape == self.v.shape == theta.shape
@@ -110,10 +128,18 @@ class AdamOptimizer:
                 f"The Adam state does not fit θ: moments of shapes {self.m.shape}, {self.v.shape} "
                 f"and dtypes {self.m.dtype}, {self.v.dtype} for θ of shape {theta.shape} and dtype "
                 f"{theta.dtype}. Fit with warm_start=False to start afresh.")
-        self.t += 1
-        adam_update(
-            theta, grad, self.m, self.v, self.t, self.learning_rate, self.beta_1, self.beta_2, self.epsilon
-        )
+
+    def kernel_args(self, theta):
+        """What the compiled training loop (``_kernels._train.meta_train_run``) takes of the
+        optimiser: ``(code, m, v, t, learning_rate, beta_1, beta_2, epsilon)``; the moments are
+        updated in place there and :meth:`advance` counts its steps."""
+        self._check_state(theta)
+        return (ADAM, self.m, self.v, self.t, self.learning_rate, self.beta_1, self.beta_2,
+                self.epsilon)
+
+    def advance(self, n_steps):
+        """Count ``n_steps`` steps the compiled loop took."""
+        self.t += n_steps
 
     def __repr__(self):
         return (

@@ -22,12 +22,15 @@ from threadpoolctl import threadpool_limits
 from ._kernels._maml import meta_batch_grad, workspace_size
 from ._kernels._mlp import n_params
 from ._kernels._numeric import mean_loss
+from ._kernels._train import is_one_chunk
 
 # Below this much estimated work per chunk, a thread hand-off and the smaller step-0 products of a
 # split batch cost more than a second core saves: 20 MFLOP is a fraction of a millisecond of kernel
 # time (benchmarks/bench_meta_step.py prints GFLOP/s; benchmarks/bench_parallel.py measures the
 # resulting speed-ups).
 MIN_CHUNK_FLOPS = 20e6
+# A batch of less work than this is one chunk, without planning (two chunks' worth at least).
+MAX_ONE_CHUNK_FLOPS = 2 * MIN_CHUNK_FLOPS
 # At most this many chunks: enough to balance two to eight threads without making the products small.
 MAX_CHUNKS = 16
 
@@ -155,9 +158,8 @@ class MetaGradient:
         n_tasks = s_offsets.shape[0] - 1
         # Most batches are far below two chunks of work: decide that from the row totals, in
         # O(1), rather than plan chunks with several NumPy calls at every meta-iteration.
-        total = (self.support_flops * (s_offsets[-1] - s_offsets[0])
-                 + self.query_flops * (q_offsets[-1] - q_offsets[0]))
-        if total < 2 * MIN_CHUNK_FLOPS or n_tasks < 2:
+        if is_one_chunk(n_tasks, s_offsets[-1] - s_offsets[0], q_offsets[-1] - q_offsets[0],
+                        self.support_flops, self.query_flops, MAX_ONE_CHUNK_FLOPS):
             bounds = np.array([0, n_tasks])
         else:
             bounds = chunk_bounds(s_offsets, q_offsets, self.support_flops, self.query_flops)

@@ -1,9 +1,9 @@
 """Progress display of meta-training (``verbose``): cheap enough to leave on.
 
 A tqdm bar when tqdm is installed (an optional extra), else one printed line at most once a second.
-The training loop calls :meth:`Progress.tick` after every meta-iteration, which looks at the clock
-only every 64 of them, and :meth:`Progress.close` at the end; updates are further throttled by
-time, so the display costs nothing measurable.
+The training loop calls :meth:`Progress.tick` after every meta-iteration or run of them, which
+looks at the clock only every 64 of them, and :meth:`Progress.close` at the end; updates are
+further throttled by time, so the display costs nothing measurable.
 """
 
 import time
@@ -31,12 +31,13 @@ class Progress:
             self._mode = "bar"
             self._bar = tqdm(total=total, desc="meta-training", unit="it", leave=True)
 
-    def tick(self, n_done, loss, validation_scores):
-        """After each meta-iteration: an :meth:`update` every ``CHECK_EVERY`` of them.
+    def tick(self, n_done, loss, validation_scores, n_new=1):
+        """After meta-iterations (``n_new`` of them, the last ending at ``n_done``): an
+        :meth:`update` when they reach a multiple of ``CHECK_EVERY``.
 
         ``validation_scores`` is the list so far (or None); it is read only when shown.
         """
-        if self.enabled and not n_done & (self.CHECK_EVERY - 1):
+        if self.enabled and (n_done // self.CHECK_EVERY) > ((n_done - n_new) // self.CHECK_EVERY):
             self.update(n_done, loss, validation_scores[-1] if validation_scores else None)
 
     def update(self, n_done, loss, validation_score=None, force=False):

@@ -5,8 +5,9 @@ from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
 
 from ._base import BaseMAML
+from ._kernels._config import REGRESSION_EPISODES
 from ._kernels._mlp import forward
-from ._kernels._sampling import regression_episode_rows, sample_regression_episodes
+from ._kernels._sampling import regression_episode_rows
 from ._messages import counted
 
 
@@ -257,8 +258,8 @@ class MAMLRegressor(RegressorMixin, BaseMAML):
         n_rows = task_set.sizes()[t]
         return f"{task_set.names[t]} has {counted(n_rows, 'row')}"
 
-    def _episode_sampler(self, y_kernel):
-        return sample_regression_episodes
+    def _sampler_spec(self, y_kernel):
+        return REGRESSION_EPISODES, 0, False
 
     def _episode_rows(self, y_kernel):
         def rows(offsets, fixed_support, batch, seeds, support_sizes, n_query):

@@ -94,7 +94,11 @@ def _all_finite(est):
 def _patch_meta_batch_grad(monkeypatch, make_wrapper):
     """Wrap the meta-gradient kernel where the training loop calls it (``skmaml._base`` or, since
     n_jobs, ``skmaml._parallel``): it becomes ``make_wrapper(current)``, so patches stack. The
-    problems in this file are small enough to be one chunk, so one call is one meta-iteration."""
+    problems in this file are small enough to be one chunk, so one call is one meta-iteration.
+    The meta-iterations run from Python (the compiled runs of ``skmaml._base`` call the kernel
+    from compiled code, which no patch reaches; tests/test_training_loop.py holds them to the
+    same bits)."""
+    monkeypatch.setattr("skmaml._base._COMPILED_LOOP", False)
     patched = []
     for name in ("skmaml._base", "skmaml._parallel"):
         try:

@@ -33,3 +33,14 @@ RANDOM_SPLIT = -1
 ONE_RATE = 0
 PER_LAYER = 1
 PER_PARAMETER = 2
+
+# Episode samplers of the compiled training loop (``_train.meta_train_run``): the regression
+# sampler, the stratified classification sampler (``support_per="class"``) and the unstratified
+# one (``support_per="task"``).
+REGRESSION_EPISODES = 0
+STRATIFIED_EPISODES = 1
+UNSTRATIFIED_EPISODES = 2
+
+# Meta-optimisers of the compiled training loop (``_optim`` holds their hyper-parameters and state).
+SGD = 0
+ADAM = 1
