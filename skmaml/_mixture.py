@@ -126,10 +126,11 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
     components flexible enough to fit any few points.
 
     **Status.** In ``benchmarks/task_memory.py`` (one run, five support rows, the same total
-    budget) the mixture's query MSE on new tasks was 32–53% below one MAML's on mixtures of 2, 3
-    and 5 families, and 1.3–1.7 times that of one MAML per family routed by the true family: EM
-    finds groups of tasks that adapt well, not yet the families, and routing from five noisy rows
-    is bounded (``benchmarks/routing_bound.py``); see :doc:`/task_memory`.
+    budget) the mixture's query MSE on new tasks was 35–52% below one MAML's on mixtures of 2, 3
+    and 5 families, and 1.5–1.9 times that of one MAML per family routed by the true family. Its
+    components serve the tasks well (on five families the best one for each task, chosen in
+    hindsight, beats that oracle); routing from five noisy rows is what falls short, and is
+    bounded (``benchmarks/routing_bound.py``); see :doc:`/task_memory`.
 
     Parameters
     ----------
