@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from datetime import datetime, timezone
 
 import numpy as np
@@ -214,6 +215,61 @@ class Timed:
         return np.median(t), np.percentile(t, 25), np.percentile(t, 75)
 
 
+class TimedFit(Timed):
+    """skmaml through ``MAMLRegressor.fit`` on the workload of Table 1: the cost of one
+    meta-iteration as the difference of a long and a short fit on the same tasks, divided by the
+    difference of their meta-iterations, so the fixed cost of a fit (validation, set-up) cancels
+    and what remains is the kernel plus the training loop (episode sampling, checks, the
+    optimiser step, bookkeeping). One block = one (short, long) pair."""
+
+    SHORT, LONG = 50, 550
+
+    def __init__(self, label, n_steps, first_order):
+        def builder():
+            from skmaml import MAMLRegressor
+
+            # 1,000 tasks of 20 rows: each visit draws 10 support + 10 query rows, 25 tasks per
+            # batch, as Table 1's meta-batch (same network, dtype, inner_lr, Adam).
+            rng = np.random.default_rng(2)
+            Xs, ys, Xq, yq = sinusoid_batch(rng, 1000, 10, 10)
+            self.tasks = [(np.concatenate([a, b]), np.concatenate([c, d])[:, 0])
+                          for a, b, c, d in zip(Xs, Xq, ys, yq)]
+
+            def estimator(n_iter):
+                return MAMLRegressor(hidden_layer_sizes=(40, 40), activation="relu",
+                                     inner_lr=INNER_LR, meta_lr=META_LR, n_inner_steps=n_steps,
+                                     first_order=first_order, n_support=10, n_query=10,
+                                     meta_batch_size=BASE["n_tasks"], normalize_y=False,
+                                     max_iter=n_iter, n_iter_no_change=n_iter, tol=0.0,
+                                     random_state=0)
+
+            self.estimator = estimator
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ConvergenceWarning: the budget is the point
+                fitted = estimator(self.SHORT).fit(self.tasks)
+            return (lambda: None), (lambda: float(fitted.loss_curve_[0]))
+
+        super().__init__(label, builder)
+
+    def _fit_seconds(self, n_iter):
+        est = self.estimator(n_iter)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: the budget is the point
+            t0 = time.perf_counter()
+            est.fit(self.tasks)
+            return time.perf_counter() - t0
+
+    def warm_up(self, min_seconds, block_seconds):
+        self._fit_seconds(self.SHORT)
+        self.n_inner = 1
+        return self._fit_seconds(self.LONG) / self.LONG
+
+    def block(self):
+        short = self._fit_seconds(self.SHORT)
+        long = self._fit_seconds(self.LONG)
+        self.times.append((long - short) / (self.LONG - self.SHORT))
+
+
 def time_interleaved(impls, args):
     """Warm up the implementations that built, then time them in interleaved rounds, rotating
     who goes first, so drift and noisy periods are shared."""
@@ -359,6 +415,44 @@ def git_description():
         return "unknown"
 
 
+def nominal_peak():
+    """``(GFLOP/s, how)``: the float32 peak of one core from its clock and vector units, or
+    ``(None, why not)``. Clock: the largest ``cpuinfo_max_freq`` (else ``cpu MHz``); two FMA
+    units (every x86 core with FMA since Haswell / Zen 1, but some Xeons have one 512-bit unit);
+    lanes: 8 with AVX2, 16 with AVX-512 on Intel (AMD Zen 4 runs 512-bit instructions on 256-bit
+    units: 8); 2 flops per FMA lane."""
+    model, simd, _, _ = cpu_description()
+    mhz = None
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
+            mhz = int(f.read()) / 1000.0
+    except (OSError, ValueError):
+        try:
+            with open("/proc/cpuinfo") as f:
+                mhz = max(float(line.split(":")[1]) for line in f if line.startswith("cpu MHz"))
+        except (OSError, ValueError):
+            return None, "clock unknown"
+    if "fma" not in simd:
+        return None, "no FMA"
+    lanes = 16 if "avx512f" in simd and "AMD" not in model.upper() else 8
+    gflops = mhz / 1e3 * 2 * lanes * 2
+    return gflops, "%.0f MHz x 2 FMA units x %d float32 lanes x 2 flops" % (mhz, lanes)
+
+
+def measured_peak(seconds=1.0):
+    """The best GFLOP/s of a single-thread float32 ``1024 x 1024`` matrix product (OpenBLAS,
+    whose kernels for large products run near the hardware peak): the peak any code reaches on
+    this core, measured in this run."""
+    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    b = a.T.copy()
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 1024 ** 3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 def header(report, blas_before, blas_after, args):
     import numba
     import scipy
@@ -382,6 +476,10 @@ def header(report, blas_before, blas_after, args):
         model, ", ".join(simd) or "no avx2/avx512 flags", n_cpu,
         affinity if affinity is not None else "?"))
     report("- skmaml git commit %s" % git_description())
+    nominal, how = nominal_peak()
+    report("- peak of one core, float32: %.1f GFLOP/s measured (the best single-thread OpenBLAS "
+           "sgemm of 1024 x 1024 matrices in this run; '%% of peak' uses it); nominal %s (%s)"
+           % (args.peak, "%.1f GFLOP/s" % nominal if nominal else "unknown", how))
     report("- timing: median of %d blocks of ~%.0f ms after >= %.1f s warm-up (Table 2: fewer "
            "rounds for its slowest cases); one thread everywhere (threadpoolctl, "
            "torch.set_num_threads(1), XLA_FLAGS=%r)" % (
@@ -414,7 +512,8 @@ def table1(report, args, peer_status):
     report("## Table 1: MAML sinusoid workload (25 tasks x (10 support + 10 query) rows, "
            "MLP [1, 40, 40, 1] ReLU, float32, inner_lr 0.01, Adam(0.001), 1 thread)", "")
     headers = ["N", "order", "implementation", "median ms/iter", "IQR ms", "first call s",
-               "GFLOP/s", "peer / skmaml", "rel. diff. loss it. 1"]
+               "GFLOP/s", "% of peak", "peer / skmaml", "peer / skmaml fit",
+               "rel. diff. loss it. 1"]
     rows = []
     for n_steps in step_values:
         for first_order in (True, False):
@@ -424,6 +523,10 @@ def table1(report, args, peer_status):
             progress("Table 1: N=%d %s order" % (n_steps, order))
             impls = [Timed("skmaml", lambda: build_skmaml(
                 layer_sizes, n_steps, first_order, theta0, Xs, ys, Xq, yq))]
+            fit = None
+            if not args.no_fit:
+                fit = TimedFit("skmaml, through fit", n_steps, first_order)
+                impls.append(fit)
             absent = []
             for name, status in peer_status.items():
                 if status is True:
@@ -433,24 +536,32 @@ def table1(report, args, peer_status):
                     absent.append((name, status))
             time_interleaved(impls, args)
             ref = impls[0]
+            fit_ok = fit is not None and fit.error is None
             for t in impls:
                 if t.error is not None:
-                    rows.append([n_steps, order, t.label, t.error, "", "", "", "", ""])
+                    rows.append([n_steps, order, t.label, t.error] + [""] * 7)
                     continue
                 med, q1, q3 = t.stats()
+                via_fit = "-"
                 if t is ref:
                     ratio, diff = "1 (reference)", "-"
+                elif t is fit:
+                    ratio, diff = "fit / kernel %s" % paired_ratio(t, ref), "-"
                 elif ref.error is None:
                     ratio = paired_ratio(t, ref)
+                    via_fit = paired_ratio(t, fit) if fit_ok else "-"
                     diff = "%.1e" % (abs(t.first_loss - ref.first_loss)
                                      / max(abs(ref.first_loss), 1e-30))
                 else:
                     ratio = diff = "-"
+                gflops = flops / med / 1e9
                 rows.append([n_steps, order, t.label, ms(med), "%s-%s" % (ms(q1), ms(q3)),
-                             sec(t.first_call), "%.2f" % (flops / med / 1e9), ratio, diff])
+                             sec(t.first_call), "%.2f" % gflops,
+                             "%.1f%%" % (100 * gflops / args.peak) if args.peak else "-",
+                             ratio, via_fit, diff])
             for name, status in absent:
-                rows.append([n_steps, order, name, status, "", "", "", "", ""])
-    report(*table(headers, rows, "rlllrrrrr"))
+                rows.append([n_steps, order, name, status] + [""] * 7)
+    report(*table(headers, rows, "rlllrrrrrrr"))
     report("")
     report(*["- " + line for line in flop_model_text(layer_sizes)])
     report("- Per iteration: %s." % "; ".join(
@@ -461,6 +572,14 @@ def table1(report, args, peer_status):
     report("- peer / skmaml = median over the interleaved rounds of (peer's block time / "
            "skmaml's block time in the same round); > 1: skmaml is that many times faster. In "
            "brackets the interquartile range of those per-round ratios.",
+           "- skmaml, through fit: `MAMLRegressor.fit` on 1,000 sinusoid tasks of 20 rows (each "
+           "visit draws 10 support + 10 query rows; 25 tasks per batch; the same network, dtype, "
+           "inner_lr and Adam), per meta-iteration = (time of a %d-iteration fit - time of a "
+           "%d-iteration fit) / %d, so a fit's fixed set-up cancels; fit / kernel = the paired "
+           "ratio of that to the bare kernel's meta-iteration (1.05 = the training loop adds "
+           "5%%); peer / skmaml fit = a peer's time over that." % (
+               TimedFit.LONG, TimedFit.SHORT, TimedFit.LONG - TimedFit.SHORT),
+           "- %% of peak = GFLOP/s / the peak of one core of this CPU (see the header)." ,
            "- first call = build + first meta-iteration: for skmaml, loading the numba on-disk "
            "cache (or compiling, if it is stale) on the first configuration only, since numba "
            "compiles once per dtype, not per shape or N (cold compile: see the compile-time "
@@ -543,7 +662,7 @@ def table2(report, args):
     report("## Table 2: scaling of skmaml (float32, 1 thread, ReLU; one factor at a time from "
            "the base: 25 tasks, 10 + 10 rows, hidden (40, 40), N = 1)", "")
     headers = ["factor", "value", "order", "median ms/iter", "IQR ms", "work x base",
-               "time x base", "time/work x base", "us per task-row", "GFLOP/s"]
+               "time x base", "time/work x base", "us per task-row", "GFLOP/s", "% of peak"]
     for title, key, values in factors:
         for value in values:
             for first_order in (False, True):
@@ -562,14 +681,15 @@ def table2(report, args):
                 r = measure(cfg, first_order)
                 mark = "%s%s" % (value, " (base)" if value == BASE[key] else "")
                 if r["error"] is not None:
-                    rows.append([title, mark, order, r["error"]] + [""] * 6)
+                    rows.append([title, mark, order, r["error"]] + [""] * 7)
                     continue
                 rows.append([title, mark, order, ms(r["med"]),
                              "%s-%s" % (ms(r["q1"]), ms(r["q3"])), "%.3g" % r["work"],
                              "%.3g" % r["slow"], "%.2f" % (r["slow"] / r["work"]),
                              "%.3g" % (r["med"] / r["task_rows"] * 1e6),
-                             "%.2f" % (r["flops"] / r["med"] / 1e9)])
-    report(*table(headers, rows, "lllrrrrrrr"))
+                             "%.2f" % (r["flops"] / r["med"] / 1e9),
+                             "%.1f%%" % (100 * r["flops"] / r["med"] / 1e9 / args.peak)])
+    report(*table(headers, rows, "lllrrrrrrrr"))
     report("")
     report("- work x base = FLOPs (model of Table 1) relative to the base case of the same order.",
            "- time x base = median over rounds of (this case's block time / the base case's "
@@ -759,6 +879,8 @@ def parse_args(argv=None):
                    help="skip the cold/warm compile-time subprocesses")
     p.add_argument("--output", metavar="FILE",
                    help="also write the report (Markdown) to FILE")
+    p.add_argument("--no-fit", action="store_true",
+                   help="Table 1 without the rows through MAMLRegressor.fit")
     p.add_argument("--tables", default="1,2,3",
                    help="which tables to run, comma-separated (default 1,2,3)")
     args = p.parse_args(argv)
@@ -819,6 +941,7 @@ def main(argv=None):
                 import jax  # noqa: F401  (now, so its import time is not a "first call")
 
         report = Report()
+        args.peak = measured_peak(0.3 if args.quick else 1.0)
         header(report, blas_before, blas_after, args)
         if 1 in args.tables:
             table1(report, args, peer_status)
