@@ -36,6 +36,10 @@ number of iterations. It is then fine-tuned on the K support rows by plain gradi
 step size is chosen, separately for each K and each number of steps, from a grid on 200 validation
 tasks (another seed), as the paper does. MAML keeps alpha = 0.01, untuned.
 
+When JAX is installed the script also times its meta-iteration of the same training step in the
+same run (one thread, ``bench_meta_step.py``'s peer) and prints the fit's time as a share of 70,000
+times it.
+
 ``--torch-reference`` also trains the run in PyTorch as its PyTorch ports do (``nn.Linear``
 layers and their default initialisation, a fresh meta-batch at every iteration, ``torch.func``,
 Adam) and evaluates it with the same test tasks and the same adaptation code as skmaml's model,
@@ -89,7 +93,15 @@ REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench_meta_step import Report, accuracy_header, progress, table  # noqa: E402  (after the path set-up)
+from bench_meta_step import (  # noqa: E402  (after the path set-up)
+    XLA_SINGLE_THREAD,
+    Report,
+    accuracy_header,
+    init_theta,
+    progress,
+    sinusoid_batch,
+    table,
+)
 
 # The paper's hyper-parameters (section 5.1 and appendix A.1).
 HIDDEN = (40, 40)
@@ -259,6 +271,30 @@ def timed_fit(estimator, X, y, groups):
         wall, cpu = time.perf_counter(), time.process_time()
         estimator.fit(X, y, groups=groups)
         return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def jax_iteration_seconds(n_blocks=7, block_iterations=300):
+    """The median time of one meta-iteration of the same training step in JAX (``jit`` + ``vmap``,
+    ``bench_meta_step.py``'s peer: 25 tasks of 10 + 10 rows, 1-40-40-1 ReLU, float32, one second
+    order inner step, Adam) on one thread, after a warm-up; None when JAX is not installed."""
+    import _peers
+
+    if not _peers.available_peers()["jax"]:
+        return None
+    rng = np.random.default_rng(1)
+    Xs, ys, Xq, yq = sinusoid_batch(rng, META_BATCH, N_SUPPORT_TRAIN, N_QUERY_TRAIN)
+    theta0 = init_theta(rng, [1, 40, 40, 1])
+    step, _ = _peers.build_peer("jax", [1, 40, 40, 1], "relu", 1, False, INNER_LR, META_LR,
+                                theta0, Xs, ys, Xq, yq, n_threads=1)
+    for _ in range(block_iterations):
+        step()
+    times = []
+    for _ in range(n_blocks):
+        t0 = time.perf_counter()
+        for _ in range(block_iterations):
+            step()
+        times.append((time.perf_counter() - t0) / block_iterations)
+    return float(np.median(times))
 
 
 def warm_numba_cache(random_state, n_jobs, weight_init):
@@ -553,8 +589,14 @@ def main(argv=None):
                         "Meta-SGD trained at K = 5 and 10 (n_support = n_query = K) for %d "
                         "meta-iterations, tested after 1 and 10 steps (about 2 minutes)"
                         % VARIANT_ITERATIONS)
+    p.add_argument("--no-jax-time", action="store_true",
+                   help="do not time JAX's meta-iteration beside the fit (it is when JAX is "
+                        "installed)")
     p.add_argument("--output", metavar="FILE", help="also write the report (Markdown) to FILE")
     args = p.parse_args(argv)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "intra_op_parallelism_threads" not in flags:  # before anything imports jax
+        os.environ["XLA_FLAGS"] = (flags + " " + XLA_SINGLE_THREAD).strip()
     max_iter = args.max_iter or (QUICK_ITERATIONS if args.quick else
                                  VARIANT_ITERATIONS if args.variants else FULL_ITERATIONS)
     n_train = args.n_train_tasks or (10_000 if args.quick else 100_000)
@@ -621,6 +663,18 @@ def main(argv=None):
     if args.torch_reference:
         report("PyTorch reference: %d meta-iterations in %.1f s (eager torch.func, one thread, "
                "fresh tasks drawn in NumPy at every iteration)." % (max_iter, torch_seconds), "")
+    jax_seconds = None if args.no_jax_time else jax_iteration_seconds()
+    if jax_seconds is None:
+        report("JAX: not timed (%s)." % ("--no-jax-time" if args.no_jax_time else
+                                          "not installed"), "")
+    else:
+        report("JAX, same run: %.3f ms per meta-iteration of the same step (jit + vmap, one "
+               "thread, median of 7 blocks of 300 after a warm-up; bench_meta_step.py's peer), "
+               "so %d meta-iterations would take %.1f s; skmaml's fit took %.2f of that "
+               "(target < 0.5: %s)." % (1e3 * jax_seconds, maml.n_iter_, jax_seconds * maml.n_iter_,
+                                       maml_wall / (jax_seconds * maml.n_iter_),
+                                       "met" if maml_wall < 0.5 * jax_seconds * maml.n_iter_
+                                       else "NOT met"), "")
 
     chosen, scores = tune_pretrained_steps(pooled, validation)
     report("## Pretrained baseline: fine-tuning step size chosen on %d validation tasks"
