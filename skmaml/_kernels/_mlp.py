@@ -36,7 +36,8 @@ A pass over rows ``r0 : r0 + n`` of such buffers lets one buffer serve a whole b
 (all tasks share ``theta`` before adaptation) and each task then read its own rows. Every matrix
 product is one BLAS call on offsets into these buffers (:func:`._blas.gemm`), with ``beta = 1``
 where products accumulate, so no views are built on the hot path; the only temporaries are the
-short vectors of ones that bias adds and column sums multiply by (:func:`_ones`).
+vectors of ones that bias adds and column sums multiply by (:func:`_ones`: constants for
+blocks of up to 1,024 rows).
 """
 
 from collections import namedtuple
@@ -191,10 +192,30 @@ def _column_sums(M, m_off, n, width, out, o_off, accumulate):
          1.0 if accumulate else 0.0, out, o_off, width)
 
 
-@njit(**JIT_OPTIONS)
+# Ones that bias adds and column sums multiply by, as compile-time constants (a global array is
+# frozen into the compiled code): no allocation for blocks of up to this many rows.
+_N_CONSTANT_ONES = 1024
+_ONES_32 = np.ones(_N_CONSTANT_ONES, dtype=np.float32)
+_ONES_64 = np.ones(_N_CONSTANT_ONES, dtype=np.float64)
+
+
 def _ones(like, n):
-    """``n`` ones of ``like``'s dtype (small allocation, cheaper than the loops it replaces)."""
+    """At least ``n`` ones of ``like``'s dtype (pure-Python version, used without the JIT)."""
     return np.ones(n, dtype=like.dtype)
+
+
+@overload(_ones, jit_options=JIT_OPTIONS)
+def _ones_impl(like, n):
+    if not isinstance(like, types.Array):
+        return None
+    constant = _ONES_32 if like.dtype == types.float32 else _ONES_64
+
+    def impl(like, n):
+        if n <= _N_CONSTANT_ONES:
+            return constant
+        return np.ones(n, dtype=like.dtype)
+
+    return impl
 
 
 # --------------------------------------------------------------------------------------------------
