@@ -35,9 +35,8 @@ output block is unused), ``DZ`` holds ``dLoss/dz_l`` and ``DA`` holds ``dLoss/da
 A pass over rows ``r0 : r0 + n`` of such buffers lets one buffer serve a whole batch of tasks at once
 (all tasks share ``theta`` before adaptation) and each task then read its own rows. Every matrix
 product is one BLAS call on offsets into these buffers (:func:`._blas.gemm`), with ``beta = 1``
-where products accumulate, so no views are built on the hot path; the only temporaries are the
-vectors of ones that bias adds and column sums multiply by (:func:`_ones`: constants for
-blocks of up to 1,024 rows).
+where products accumulate, so no views are built on the hot path and nothing is allocated; bias
+adds and column sums are loops (a BLAS call costs more than their few flops).
 """
 
 from collections import namedtuple
@@ -180,42 +179,29 @@ def _add_times_second_derivative(activation, A, RZ, DA, out):
 def _add_bias(M, m_off, n, width, b, b_off):
     """Add ``b[b_off : b_off + width]`` to each of the ``n`` rows of the block ``M[m_off]``.
 
-    A rank-one BLAS update (``ones(n) b^T``): plain loops here ran at scalar speed.
+    A loop over 1-D slices indexed from zero (no negative-index checks, so LLVM vectorises it):
+    cheaper than the rank-one BLAS product ``ones(n) b^T`` it replaces, whose call overhead is
+    most of its cost for these few flops, and the same sums (``M + b``, exactly rounded).
     """
-    gemm(False, False, n, width, 1, 1.0, _ones(M, n), 0, 1, b, b_off, width, 1.0, M, m_off, width)
+    bias = b[b_off:b_off + width]
+    for i in range(n):
+        row = M[m_off + i * width:m_off + (i + 1) * width]
+        for j in range(width):
+            row[j] += bias[j]
 
 
 @njit(**JIT_OPTIONS)
 def _column_sums(M, m_off, n, width, out, o_off, accumulate):
-    """``out[o_off : o_off + width] (+)=`` column sums of the ``(n, width)`` block ``M[m_off]``."""
-    gemm(False, False, 1, width, n, 1.0, _ones(M, n), 0, n, M, m_off, width,
-         1.0 if accumulate else 0.0, out, o_off, width)
-
-
-# Ones that bias adds and column sums multiply by, as compile-time constants (a global array is
-# frozen into the compiled code): no allocation for blocks of up to this many rows.
-_N_CONSTANT_ONES = 1024
-_ONES_32 = np.ones(_N_CONSTANT_ONES, dtype=np.float32)
-_ONES_64 = np.ones(_N_CONSTANT_ONES, dtype=np.float64)
-
-
-def _ones(like, n):
-    """At least ``n`` ones of ``like``'s dtype (pure-Python version, used without the JIT)."""
-    return np.ones(n, dtype=like.dtype)
-
-
-@overload(_ones, jit_options=JIT_OPTIONS)
-def _ones_impl(like, n):
-    if not isinstance(like, types.Array):
-        return None
-    constant = _ONES_32 if like.dtype == types.float32 else _ONES_64
-
-    def impl(like, n):
-        if n <= _N_CONSTANT_ONES:
-            return constant
-        return np.ones(n, dtype=like.dtype)
-
-    return impl
+    """``out[o_off : o_off + width] (+)=`` column sums of the ``(n, width)`` block ``M[m_off]``,
+    row by row in order (a vectorised loop, as :func:`_add_bias`)."""
+    sums = out[o_off:o_off + width]
+    if not accumulate:
+        for j in range(width):
+            sums[j] = 0.0
+    for i in range(n):
+        row = M[m_off + i * width:m_off + (i + 1) * width]
+        for j in range(width):
+            sums[j] += row[j]
 
 
 # --------------------------------------------------------------------------------------------------
