@@ -579,7 +579,7 @@ def table1(report, args, peer_status):
            "ratio of that to the bare kernel's meta-iteration (1.05 = the training loop adds "
            "5%%); peer / skmaml fit = a peer's time over that." % (
                TimedFit.LONG, TimedFit.SHORT, TimedFit.LONG - TimedFit.SHORT),
-           "- %% of peak = GFLOP/s / the peak of one core of this CPU (see the header)." ,
+           "- % of peak = GFLOP/s / the peak of one core of this CPU (see the header).",
            "- first call = build + first meta-iteration: for skmaml, loading the numba on-disk "
            "cache (or compiling, if it is stale) on the first configuration only, since numba "
            "compiles once per dtype, not per shape or N (cold compile: see the compile-time "
