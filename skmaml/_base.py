@@ -31,6 +31,7 @@ from ._kernels._train import (
     RUN_BAD_LOSS,
     RUN_BAD_UPDATE,
     RUN_CHUNKED,
+    RUN_DONE,
     meta_train_run,
     sample_episodes,
 )
@@ -463,6 +464,8 @@ class BaseMAML(BaseEstimator, metaclass=ABCMeta):
                         if failure is not None:
                             self._diverged(step.theta_prev, layer_sizes, failure,
                                            step.loss_limit)
+                        if step.interrupted:
+                            raise KeyboardInterrupt
                     # A check after a pass over the training tasks: every pass with validation
                     # tasks; of the training loss, once it averages CHECK_MIN_ITERATIONS.
                     if not whole:
@@ -963,6 +966,8 @@ class _MetaStep:
         self.last_batch = None  # (tasks, seeds) of the last batch run
         self.compiled = _COMPILED_LOOP  # until a batch needs chunks
         self._losses = np.empty(_RUN_LENGTH)
+        self._outcome = np.zeros(2, dtype=np.int64)
+        self.interrupted = False  # a Ctrl-C arrived during a compiled run
 
     def _sample(self, batch, batch_seeds):
         train = self.train
@@ -977,13 +982,22 @@ class _MetaStep:
         if self.loss_limit is None or not self.compiled:
             return self._one(order, seeds, first)
         mg, train = self.meta_gradient, self.train
-        n_done, status = meta_train_run(
-            self.theta, self.theta_prev, self.grad, self.task_losses, mg.n_theta,
-            self.layer_sizes, mg.activation, mg.rule, mg.n_inner_steps, mg.first_order, train.X,
-            train.targets, train.offsets, train.fixed_support, train.support_sizes, self.n_query,
-            *self.sampler, order, seeds, first, self.batch_size, min(n_batches, _RUN_LENGTH),
-            *self.optimizer.kernel_args(self.theta), self.loss_limit, mg.support_flops,
-            mg.query_flops, MAX_ONE_CHUNK_FLOPS, self._losses)
+        outcome = self._outcome
+        outcome[:] = (0, RUN_DONE)
+        try:
+            meta_train_run(
+                self.theta, self.theta_prev, self.grad, self.task_losses, mg.n_theta,
+                self.layer_sizes, mg.activation, mg.rule, mg.n_inner_steps, mg.first_order,
+                train.X, train.targets, train.offsets, train.fixed_support, train.support_sizes,
+                self.n_query, *self.sampler, order, seeds, first, self.batch_size,
+                min(n_batches, _RUN_LENGTH), *self.optimizer.kernel_args(self.theta),
+                self.loss_limit, mg.support_flops, mg.query_flops, MAX_ONE_CHUNK_FLOPS,
+                self._losses, outcome)
+        except KeyboardInterrupt:
+            # Ctrl-C during the run: Python raises it as the run returns, after the run's
+            # updates. Account for them (and any divergence) first; the loop then stops.
+            self.interrupted = True
+        n_done, status = int(outcome[0]), int(outcome[1])
         self.optimizer.advance(n_done)
         # A batch whose update failed passed its checks but is not recorded (as from Python).
         recorded = n_done - (status == RUN_BAD_UPDATE)

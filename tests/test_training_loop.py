@@ -169,6 +169,45 @@ def test_batches_too_big_for_one_call_leave_the_compiled_loop(monkeypatch):
     _assert_same_model(threaded, est)
 
 
+@pytest.mark.parametrize("meta_lr", [0.01, 1e200], ids=["training", "diverging"])
+def test_ctrl_c_during_a_compiled_run(meta_lr, monkeypatch):
+    """A KeyboardInterrupt that Python raises as a compiled run returns (a Ctrl-C during it):
+    the run's iterations are all accounted for (``n_iter_``, ``loss_curve_``, Adam's step count
+    agree with the parameters), a divergence in that run is still reported, and the model is
+    finite."""
+    calls = []
+    interrupt_at = 2 if meta_lr < 1 else 1  # the run that diverges, for the diverging fit
+
+    def interrupted(*args):
+        result = meta_train_run(*args)
+        calls.append(result)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(base, "meta_train_run", interrupted)
+    X, y, g = regression_data(n_tasks=40, n_samples=9)
+    est = small_regressor(max_iter=500, meta_optimizer="adam" if meta_lr < 1 else "sgd",
+                          meta_lr=meta_lr)
+    if meta_lr < 1:
+        with pytest.warns(UserWarning, match="interrupted"):
+            est.fit(X, y, groups=g)
+        # The first batch ran from Python, then two compiled runs (of an epoch of 10 batches).
+        assert est.n_iter_ == len(est.loss_curve_) == 1 + calls[0][0] + calls[1][0] == 20
+        assert est._optimizer.t == est.n_iter_
+        monkeypatch.setattr(base, "meta_train_run", meta_train_run)
+        reference, _, _ = _fit(small_regressor(max_iter=20, meta_lr=meta_lr), X, y, groups=g,
+                               compiled=True, monkeypatch=monkeypatch)
+        assert reference.loss_curve_ == est.loss_curve_  # the same 20 meta-iterations
+        for a, b in zip(reference.coefs_, est.coefs_):
+            np.testing.assert_array_equal(a, b)
+    else:
+        with pytest.raises(ValueError, match="diverged at meta-iteration 2"):
+            est.fit(X, y, groups=g)  # the divergence, not the interrupt, and θ restored
+        assert calls[0][1] != 0
+    assert all(np.isfinite(W).all() for W in est.coefs_ + est.intercepts_)
+
+
 def test_run_statuses():
     """The kernel's own account of a run: done, a bad loss (its loss recorded, no update), a
     batch too big (nothing computed), an update that overflows (counted as done)."""
@@ -186,12 +225,14 @@ def test_run_statuses():
         p = params.copy()
         losses = np.full(4, np.nan)
         m, v = np.zeros_like(p), np.zeros_like(p)
+        outcome = np.full(2, -1, dtype=np.int64)
         n_done, status = meta_train_run(
             p, p.copy(), np.empty_like(p), np.empty(2, p.dtype), p.shape[0], layer_sizes,
             activation, rule, 1, True, task_set.X, Y, task_set.offsets, task_set.fixed_support,
             task_set.support_sizes, 3, REGRESSION_EPISODES, 0, False, order, seeds, 0, 2,
             n_batches, optimizer, m, v, 0, learning_rate, 0.9, 0.999, 1e-8, limit, 1.0, 1.0,
-            max_flops, losses)
+            max_flops, losses, outcome)
+        assert outcome.tolist() == [n_done, status]  # what a Ctrl-C during the run leaves
         return n_done, status, losses, p
 
     n_done, status, losses, p = run(np.inf, np.inf)

@@ -88,11 +88,18 @@ def _sample_impl(sampler, X, Y, offsets, fixed_support, batch, seeds, support_si
 
 
 @njit(**JIT_OPTIONS)
+def _outcome(outcome, n_done, status):
+    outcome[0] = n_done
+    outcome[1] = status
+    return n_done, status
+
+
+@njit(**JIT_OPTIONS)
 def meta_train_run(params, params_prev, grad, task_losses, n_theta, layer_sizes, activation,
                    rule, n_inner_steps, first_order, X, Y, task_offsets, fixed_support,
                    support_sizes, n_query, sampler, n_classes, relabel, order, seeds, first,
                    batch_size, n_batches, optimizer, m, v, t, learning_rate, beta_1, beta_2,
-                   epsilon, loss_limit, support_flops, query_flops, max_flops, losses):
+                   epsilon, loss_limit, support_flops, query_flops, max_flops, losses, outcome):
     """Meta-iterations ``first .. first + n_batches - 1`` of an epoch, in place.
 
     Batch ``j`` holds tasks ``order[j * batch_size : (j + 1) * batch_size]`` (fewer for the last
@@ -133,6 +140,10 @@ def meta_train_run(params, params_prev, grad, task_losses, n_theta, layer_sizes,
         A batch that :func:`is_one_chunk` says is not one chunk stops the run, undone.
     losses : ndarray of shape (>= n_batches,), float64
         Receives each batch's mean query loss.
+    outcome : ndarray of shape (2,), int64
+        Receives ``(n_done, status)`` too, the return value: a KeyboardInterrupt that arrives
+        during the run is raised by Python as the call returns, and the caller's ``except``
+        still finds what the run did here.
 
     Returns
     -------
@@ -157,7 +168,7 @@ def meta_train_run(params, params_prev, grad, task_losses, n_theta, layer_sizes,
                                                n_query, n_classes, relabel)
         if not is_one_chunk(hi - lo, s_off[-1], q_off[-1], support_flops, query_flops,
                             max_flops):
-            return j, RUN_CHUNKED
+            return _outcome(outcome, j, RUN_CHUNKED)
         needed = workspace_size(layer_sizes, s_off, q_off, n_inner_steps, first_order, rule)
         if workspace.shape[0] < needed:
             workspace = np.empty(needed + needed // 4, dtype=params.dtype)
@@ -167,12 +178,12 @@ def meta_train_run(params, params_prev, grad, task_losses, n_theta, layer_sizes,
         losses[j] = loss
         # ``loss <= limit`` is False for NaN too.
         if not (loss <= loss_limit and all_finite(grad)):
-            return j, RUN_BAD_LOSS
+            return _outcome(outcome, j, RUN_BAD_LOSS)
         params_prev[:] = params
         if optimizer == ADAM:
             adam_update(params, grad, m, v, t + j + 1, learning_rate, beta_1, beta_2, epsilon)
         else:
             sgd_update(params, grad, learning_rate)
         if not all_finite(params):
-            return j + 1, RUN_BAD_UPDATE
-    return n_batches, RUN_DONE
+            return _outcome(outcome, j + 1, RUN_BAD_UPDATE)
+    return _outcome(outcome, n_batches, RUN_DONE)
