@@ -50,7 +50,7 @@ def is_one_chunk(n_tasks, n_support_rows, n_query_rows, support_flops, query_flo
 
 
 def sample_episodes(sampler, X, Y, offsets, fixed_support, batch, seeds, support_sizes, n_query,
-            n_classes, relabel):
+                    n_classes, relabel):
     """The episodes of a batch by the sampler ``sampler`` (a code of :mod:`._config`); regression
     targets always take the regression sampler. Pure-Python version (without the JIT)."""
     if Y.ndim == 2:
@@ -163,9 +163,9 @@ def meta_train_run(params, params_prev, grad, task_losses, n_theta, layer_sizes,
     for j in range(n_batches):
         lo = (first + j) * batch_size
         hi = min(lo + batch_size, n_tasks)
-        Xs, ys, s_off, Xq, yq, q_off = sample_episodes(sampler, X, Y, task_offsets, fixed_support,
-                                               order[lo:hi], seeds[lo:hi], support_sizes,
-                                               n_query, n_classes, relabel)
+        Xs, ys, s_off, Xq, yq, q_off = sample_episodes(
+            sampler, X, Y, task_offsets, fixed_support, order[lo:hi], seeds[lo:hi],
+            support_sizes, n_query, n_classes, relabel)
         if not is_one_chunk(hi - lo, s_off[-1], q_off[-1], support_flops, query_flops,
                             max_flops):
             return _outcome(outcome, j, RUN_CHUNKED)
