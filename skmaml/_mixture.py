@@ -33,9 +33,9 @@ _COMPONENT_SEED_HIGH = 2**32 - 1
 # not n_tasks x n_params).
 _N_PROJECTIONS = 64
 
-# Support draws per task whose adapted query losses are averaged to assign it: one draw of five
-# rows is noisy enough to move a task between components by chance.
-_N_ASSIGN_DRAWS = 4
+# Training tasks (at most) whose support rows the learned router is fitted on: a logistic
+# regression on 6 k features needs a few thousand examples, not every task.
+_N_ROUTER_TASKS = 2000
 
 
 def _leave_one_out(s_off):
@@ -100,30 +100,34 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
     finds the families without being told them, by hard EM:
 
     1. **Initialise**: meta-train ``estimator`` on all tasks for one round's budget
-       (``estimator.max_iter // n_rounds`` meta-iterations). ``init="worst_served"``: add
+       (``estimator.max_iter // (n_rounds + 1)`` meta-iterations). ``init="worst_served"``: add
        components one at a time, each a copy of that model trained for a round on the share of
        tasks the components so far serve worst; ``"adaptation"``: cluster the tasks' adapted
        parameter changes by k-means (TSA-MAML's initialisation, Zhou et al. 2021); ``"random"``;
        or an array of initial task labels.
-    2. **Each of** ``n_rounds`` **rounds**: meta-train every component on its tasks for one
-       round's budget, warm-started (in parallel over components, through joblib), then assign
-       every task to the component with the lowest query loss after adapting to its support
-       rows (averaged over four support draws). A component left with fewer than two tasks is
-       re-seeded with the worst-served tasks of the largest, so none stays empty or collapses
-       onto another. A component whose training diverges keeps its last finite parameters (with a
-       warning), and the next assignment decides what it serves.
+    2. **Each of** ``n_rounds`` **rounds**: meta-train every component on its tasks,
+       warm-started, for an equal share of what is left of its budget (in parallel over
+       components, through joblib), then assign every task to the component with the lowest
+       query loss after adapting to its support rows (averaged over ``n_assign_draws`` support
+       draws). A component left with fewer than two tasks is re-seeded with the worst-served tasks
+       of the largest, so none stays empty or collapses onto another. A component whose training
+       diverges keeps its last finite parameters (with a warning), and the next assignment decides
+       what it serves.
 
-    Every component thus trains ``estimator.max_iter`` meta-iterations in all. The target
-    encoding (the regressor's scale of y, the classifier's classes) is learned once on all tasks
-    and shared, so the components' losses compare.
+    Every component thus trains ``estimator.max_iter`` meta-iterations in all, counted from the
+    start of the single MAML it descends from (a ``warm_start`` fit: ``max_iter`` more), so a
+    mixture of k components costs about k single MAMLs' training, plus the assignments. The
+    target encoding (the regressor's scale of y, the classifier's classes) is learned once on all
+    tasks and shared, so the components' losses compare.
 
     A new task is routed by its **support rows only**. ``routing="learned"``: a multinomial
-    logistic regression, fitted at the end of ``fit`` on one support draw of every training task,
-    maps what each component makes of the support rows (its loss on them after 0, 1, N and 2N
-    adaptation steps and, for regression, its leave-one-out losses) to the component that served
-    the task best. ``"support_loss"``: the component of the lowest loss on the support rows after
-    adapting to them (:meth:`support_losses`, the task-to-memory distance), which prefers
-    components flexible enough to fit any few points.
+    logistic regression, fitted at the end of ``fit`` on one support draw of every training task
+    (of 2,000 drawn at random when there are more), maps what each component makes of the support
+    rows (its loss on them after 0, 1, N and 2N adaptation steps and, for regression, its
+    leave-one-out losses) to the component that served the task best. ``"support_loss"``: the
+    component of the lowest loss on the support rows after adapting to them
+    (:meth:`support_losses`, the task-to-memory distance), which prefers components flexible
+    enough to fit any few points.
 
     **Status.** In ``benchmarks/task_memory.py`` (one run, five support rows, the same total
     budget) the mixture's query MSE on new tasks was 35–52% below one MAML's on mixtures of 2, 3
@@ -143,6 +147,12 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         EM rounds after the initialisation.
     init : {"worst_served", "adaptation", "random"} or array-like of int, default="worst_served"
         How tasks are first assigned (see above).
+    n_assign_draws : int, default=4
+        Support draws of each task whose adapted query losses are averaged to assign it. One draw
+        of a few rows is noisy enough to move a task between components by chance; each draw
+        costs an adaptation of every component to every task at every assignment, which is most
+        of a fit's time beyond the components' training when tasks are many (see
+        :doc:`/task_memory`).
     routing : {"learned", "support_loss"}, default="learned"
         How a new task is routed (see above).
     warm_start : bool, default=False
@@ -199,6 +209,7 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "n_rounds": [Interval(Integral, 1, None, closed="left")],
         "init": [StrOptions({"worst_served", "adaptation", "random"}), "array-like"],
+        "n_assign_draws": [Interval(Integral, 1, None, closed="left")],
         "routing": [StrOptions({"learned", "support_loss"})],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
@@ -210,12 +221,13 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
     __metadata_request__score = {"groups": True}
 
     def __init__(self, estimator, n_components=2, *, n_rounds=5, init="worst_served",
-                 routing="learned", warm_start=False, random_state=None, n_jobs=None,
-                 verbose=0):
+                 n_assign_draws=4, routing="learned", warm_start=False, random_state=None,
+                 n_jobs=None, verbose=0):
         self.estimator = estimator
         self.n_components = n_components
         self.n_rounds = n_rounds
         self.init = init
+        self.n_assign_draws = n_assign_draws
         self.routing = routing
         self.warm_start = warm_start
         self.random_state = random_state
@@ -249,7 +261,12 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         warm = self.warm_start and hasattr(self, "estimators_")
         prototype = copy.deepcopy(self.estimators_[0]) if warm else clone(self.estimator)
-        budget = max(1, int(self.estimator.max_iter) // self.n_rounds)
+        # Each component trains max_iter meta-iterations in all, counted from the single MAML it
+        # descends from (a fresh fit) or from where it stood (warm_start): the initialisation's
+        # round is the first, and every round after gives each component an equal share of what
+        # it has left.
+        max_iter = int(self.estimator.max_iter)
+        budget = max(1, max_iter // (self.n_rounds + 1))
         prototype.set_params(max_iter=budget, warm_start=True,
                              random_state=int(rng.randint(0, _COMPONENT_SEED_HIGH)))
         hidden, task_set, n_outputs, n_query = prototype._prepare_fit(X, y, groups)
@@ -270,6 +287,7 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
             while len(components) < self.n_components:
                 components, losses = self._seed_component(components, losses)
             labels = np.argmin(losses, axis=1)
+            targets = [c.n_iter_ + max_iter for c in components]
         else:
             _train_component(prototype, task_set, hidden, n_outputs, n_query)
             self.init_estimator_ = prototype
@@ -282,17 +300,23 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
                 components = [copy.deepcopy(prototype) for _ in range(self.n_components)]
                 losses = np.column_stack([self._task_losses([prototype], task_set, draws)]
                                          * self.n_components)
+            targets = [max_iter] * len(components)
         self._round_labels = [labels.copy()]
         for r in range(self.n_rounds):
             labels = self._reseed_small(labels, losses)
             seeds = rng.randint(0, _COMPONENT_SEED_HIGH, size=len(components), dtype=np.int64)
-            jobs = []
+            jobs, trained = [], []
             for j, component in enumerate(components):
-                component.set_params(max_iter=budget, warm_start=True, random_state=int(seeds[j]))
+                share = (targets[j] - component.n_iter_) // (self.n_rounds - r)
+                if share < 1:
+                    continue
+                component.set_params(max_iter=share, warm_start=True, random_state=int(seeds[j]))
                 jobs.append(delayed(_train_component)(
                     component, task_set.subset(np.flatnonzero(labels == j)), hidden, n_outputs,
                     n_query))
-            components = Parallel(n_jobs=self.n_jobs)(jobs)
+                trained.append(j)
+            for j, component in zip(trained, Parallel(n_jobs=self.n_jobs)(jobs)):
+                components[j] = component
             losses = self._task_losses(components, task_set, draws)
             labels = np.argmin(losses, axis=1)
             self._round_labels.append(labels.copy())
@@ -326,10 +350,10 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
                 setattr(target, name, copy.deepcopy(getattr(source, name)))
 
     def _assignment_draws(self, prototype, task_set, rng):
-        """``_N_ASSIGN_DRAWS`` support draws of every task (support and query row indices into
+        """``n_assign_draws`` support draws of every task (support and query row indices into
         ``task_set`` with kernel targets): what every assignment of a fit adapts to."""
         return [prototype._few_shot_episodes(task_set, np.random.RandomState(int(seed)))
-                for seed in rng.randint(0, _COMPONENT_SEED_HIGH, size=_N_ASSIGN_DRAWS,
+                for seed in rng.randint(0, _COMPONENT_SEED_HIGH, size=self.n_assign_draws,
                                         dtype=np.int64)]
 
     def _task_losses(self, components, task_set, draws):
@@ -468,9 +492,13 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
 
     def _fit_router(self, task_set, labels, rng):
         """A multinomial logistic regression from the routing features of one support draw of
-        each training task to its component (the one whose adapted query loss was lowest)."""
+        each training task (of ``_N_ROUTER_TASKS`` drawn at random, when there are more) to its
+        component (the one whose adapted query loss was lowest)."""
         if self.routing != "learned" or np.unique(labels).shape[0] < 2:
             return None
+        if task_set.n_tasks > _N_ROUTER_TASKS:
+            chosen = np.sort(rng.choice(task_set.n_tasks, _N_ROUTER_TASKS, replace=False))
+            task_set, labels = task_set.subset(chosen), labels[chosen]
         s_rows, ys, s_off, _, _, _ = self.estimators_[0]._few_shot_episodes(task_set, rng)
         features = self._routing_features(task_set.X[s_rows], ys, s_off)
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(

@@ -107,6 +107,30 @@ def test_initialisations(init):
     assert np.bincount(mixture.labels_).min() >= 1
 
 
+@pytest.mark.parametrize("init", ["worst_served", "random"])
+def test_every_component_trains_max_iter_meta_iterations(init):
+    """The initial round is each component's first: a fresh fit trains each for the base
+    estimator's max_iter in all (n_rounds + 1 rounds), a warm-started one for max_iter more."""
+    tasks, _ = _families(30)
+    mixture = _mixture(init=init, n_components=3, n_rounds=2, warm_start=True)
+    mixture.set_params(estimator__max_iter=60).fit(tasks)
+    assert [c.n_iter_ for c in mixture.estimators_] == [60] * mixture.n_components_
+    mixture.fit(tasks)
+    assert [c.n_iter_ for c in mixture.estimators_] == [120] * mixture.n_components_
+
+
+def test_assignment_draws_are_averaged():
+    """task_losses_ is the mean over n_assign_draws support draws: with one draw the losses are
+    those of one draw (a different mixture), and 0 draws is refused."""
+    tasks, _ = _families(30)
+    one = _mixture(n_assign_draws=1, n_rounds=1).fit(tasks)
+    four = _mixture(n_assign_draws=4, n_rounds=1).fit(tasks)
+    assert one.task_losses_.shape == four.task_losses_.shape == (30, one.n_components_)
+    assert not np.allclose(one.task_losses_, four.task_losses_)
+    with pytest.raises(ValueError, match="n_assign_draws"):
+        _mixture(n_assign_draws=0).fit(tasks)
+
+
 def test_initial_labels_are_used_and_checked():
     tasks, families = _families(30)
     labels = (families == "linear").astype(int)
