@@ -1,4 +1,5 @@
-"""Direct BLAS ``gemm`` on offsets into flat arrays, callable from nogil numba kernels.
+"""Matrix products on offsets into flat arrays, callable from nogil numba kernels: BLAS ``gemm``,
+or for small layers the SIMD loops of :mod:`._small`.
 
 ``np.dot`` in numba builds each operand as an array object; the MAML kernels need dozens of small
 products per task on sub-blocks of work buffers, where building those views (one array object per
@@ -16,11 +17,22 @@ from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
 from ._config import JIT_OPTIONS
+from ._small import rows_dot_rows, rows_times_matrix
 
 ensure_blas()  # fails early, with numba's message, if SciPy's BLAS is missing
 
 _NO_TRANS = ord("n")
 _TRANS = ord("t")
+
+# Products whose weight matrix (the (k, n) operand of op(A) B; the (m, n) result of A^T B, a
+# weight gradient) has at most this many entries run as the loops of _small, larger ones through
+# BLAS. Measured on one core (Zen 4; OpenBLAS's SkylakeX and Haswell kernels), float32: the loops
+# took 0.5-0.8 of BLAS's time at 40 x 40 weights on 10 rows with SkylakeX kernels (which have a
+# small-matrix path) and 0.25-0.6 with Haswell's; at 64 x 64 BLAS was faster with SkylakeX
+# kernels, and at 100 x 100 on 1,000 rows with both. The choice depends on the weights' shape
+# only, never on the number of rows, so a product's bits do not depend on how many tasks' rows
+# it covers.
+SMALL_WEIGHTS = 2048
 
 
 @intrinsic
@@ -90,10 +102,43 @@ def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C
     """
     if m == 0 or n == 0:
         return
+    if alpha == 1.0 and (beta == 0.0 or beta == 1.0) and not (trans_a and trans_b) and (
+            (m if trans_a else k) * n <= SMALL_WEIGHTS):
+        _small_product(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, beta != 0.0, C,
+                       c_off, ldc)
+        return
     # A row-major (m, n) block is the column-major (n, m) block of its transpose, so
     # C^T = op(B)^T op(A)^T runs as one column-major gemm with the operands swapped.
     _gemm_colmajor(_TRANS if trans_b else _NO_TRANS, _TRANS if trans_a else _NO_TRANS,
                    n, m, k, alpha, B, b_off, ldb, A, a_off, lda, beta, C, c_off, ldc)
+
+
+@njit(**JIT_OPTIONS)
+def _small_product(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, accumulate, C, c_off,
+                   ldc):
+    """``C (+)= op(A) op(B)`` by :mod:`._small`'s loops (not both transposed). A product with
+    one column of ``op(B)`` or one inner dimension runs in the layout whose loop is vectorised
+    along contiguous memory: ``A b`` as dot products of rows, ``A^T b`` as ``b^T A``, an outer
+    product ``a b^T`` as ``a`` times the row ``b^T``."""
+    if k == 0:
+        if not accumulate:
+            for i in range(m):
+                C[c_off + i * ldc:c_off + i * ldc + n] = 0.0
+        return
+    if trans_b:
+        if k == 1 and ldb == 1:  # B^T is one contiguous row
+            rows_times_matrix(m, n, 1, A, a_off, lda, 1, B, b_off, 1, C, c_off, ldc, accumulate)
+        else:
+            rows_dot_rows(m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, accumulate)
+    elif n == 1 and ldb == 1 and ldc == 1:  # one contiguous column b, and of C
+        if trans_a:  # C^T = b^T A, A stored (k, m)
+            rows_times_matrix(1, m, k, B, b_off, 0, 1, A, a_off, lda, C, c_off, 0, accumulate)
+        else:  # dot products of A's rows with b
+            rows_dot_rows(m, 1, k, A, a_off, lda, B, b_off, k, C, c_off, 1, accumulate)
+    elif trans_a:
+        rows_times_matrix(m, n, k, A, a_off, 1, lda, B, b_off, ldb, C, c_off, ldc, accumulate)
+    else:
+        rows_times_matrix(m, n, k, A, a_off, lda, 1, B, b_off, ldb, C, c_off, ldc, accumulate)
 
 
 if config.DISABLE_JIT:

@@ -1,0 +1,306 @@
+"""Matrix products for small layers: explicit SIMD loops generated as LLVM IR.
+
+A MAML meta-iteration is thousands of products whose weight matrix is a few dozen rows and columns
+(``10 x 40 @ 40 x 40`` for the sinusoid network) on a handful of rows. A BLAS call spends most of
+such a product on its fixed cost (argument checks, packing the operands into its block layout)
+unless the library has a small-matrix path for the CPU: OpenBLAS has one for its SkylakeX kernels
+(AVX-512) but not for Haswell or Zen (AVX2), where ``10 x 40 @ 40 x 40`` took 3 times as long
+(``benchmarks/profile_meta_step.py``). These loops need no packing and keep their sums in vector
+registers:
+
+* :func:`rows_times_matrix` -- ``C (+)= op(A) B`` with ``B`` read by rows: each row of ``C`` (two at
+  a time, up to five vectors of it, the last one masked) is accumulated over ``p`` by fused
+  multiply-adds of a broadcast ``A[i, p]`` with row ``p`` of ``B`` (``A`` may be read transposed);
+* :func:`rows_dot_rows` -- ``C (+)= A B^T``: each entry a dot product of two rows, vectorised along
+  them, four entries of two rows at a time, reduced together by shuffles.
+
+The vectors are 256 bits (8 float32 or 4 float64 lanes): LLVM lowers them to the machine's SIMD
+(two 128-bit halves on SSE machines, AVX-512 registers where it prefers them). Multiply-adds are
+``llvm.fmuladd`` (one rounding where the CPU fuses them, two where it cannot), and the order of
+every sum is fixed by the code alone: an entry of ``C`` is the same function of its row of
+``op(A)`` and its column of ``op(B)`` whatever the number of rows of the product, the other
+columns or the blocking, so computing a product over one task's rows or over a batch of tasks'
+rows gives the same bits.
+
+Callers: :func:`._blas.gemm` chooses between these and BLAS.
+"""
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_I32 = ir.IntType(32)
+
+# Vectors of C per row in one pass of rows_times_matrix; with two rows, 10 accumulators, which
+# with the two broadcasts and a row of B fit the 16 vector registers of AVX2.
+_ROW_VECTORS = 5
+
+# Entries of C per row in one pass of rows_dot_rows (their 4 sums are reduced together).
+_DOT_COLUMNS = 4
+
+
+class _Codegen:
+    """Types, intrinsics and small IR idioms shared by the two products (one per call site)."""
+
+    def __init__(self, context, builder, dtype):
+        self.b = builder
+        self.fty = context.get_value_type(dtype)
+        self.lanes = 8 if dtype == types.float32 else 4
+        self.vty = ir.VectorType(self.fty, self.lanes)
+        self.intp = context.get_value_type(types.intp)
+        bits = 32 if dtype == types.float32 else 64
+        suffix = "v%df%d" % (self.lanes, bits)
+        module = builder.module
+        vptr = self.vty.as_pointer()
+        self.mty = ir.VectorType(ir.IntType(1), self.lanes)
+        self.fmuladd = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.vty, [self.vty] * 3), "llvm.fmuladd." + suffix)
+        self.masked_load = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.vty, [vptr, _I32, self.mty, self.vty]),
+            "llvm.masked.load.%s.p0%s" % (suffix, suffix))
+        self.masked_store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [self.vty, vptr, _I32, self.mty]),
+            "llvm.masked.store.%s.p0%s" % (suffix, suffix))
+        self.zero = ir.Constant(self.vty, [0.0] * self.lanes)
+
+    def const(self, value):
+        return ir.Constant(self.intp, value)
+
+    def shuffle(self, x, y, lanes):
+        return self.b.shuffle_vector(x, y, ir.Constant(ir.VectorType(_I32, len(lanes)), lanes))
+
+    def _vector_pointer(self, base, offset):
+        return self.b.bitcast(self.b.gep(base, [offset]), self.vty.as_pointer())
+
+    def load(self, base, offset, mask=None):
+        """The vector at ``base + offset`` (unaligned; lanes off ``mask`` read as 0, not read)."""
+        pointer = self._vector_pointer(base, offset)
+        if mask is None:
+            return self.b.load(pointer, align=1)
+        return self.b.call(self.masked_load, [pointer, ir.Constant(_I32, 1), mask, self.zero])
+
+    def store(self, value, base, offset, mask=None):
+        pointer = self._vector_pointer(base, offset)
+        if mask is None:
+            self.b.store(value, pointer, align=1)
+        else:
+            self.b.call(self.masked_store, [value, pointer, ir.Constant(_I32, 1), mask])
+
+    def splat(self, scalar):
+        undef = ir.Constant(self.vty, ir.Undefined)
+        return self.shuffle(self.b.insert_element(undef, scalar, ir.Constant(_I32, 0)), undef,
+                            [0] * self.lanes)
+
+    def first_lanes(self, count):
+        """The mask of lanes ``0 .. count - 1``."""
+        ity = ir.VectorType(self.intp, self.lanes)
+        undef = ir.Constant(ity, ir.Undefined)
+        counts = self.shuffle(self.b.insert_element(undef, count, ir.Constant(_I32, 0)), undef,
+                              [0] * self.lanes)
+        return self.b.icmp_signed("<", ir.Constant(ity, list(range(self.lanes))), counts)
+
+    def lane_sum(self, vector):
+        """The sum of a vector's lanes, by halving: lane l + lane l + W/2, and so on."""
+        width = self.lanes
+        while width > 1:
+            half = width // 2
+            vector = self.b.fadd(self.shuffle(vector, vector, list(range(half))),
+                                 self.shuffle(vector, vector, list(range(half, width))))
+            width = half
+        return self.b.extract_element(vector, ir.Constant(_I32, 0))
+
+    def four_lane_sums(self, vectors):
+        """Four vectors -> the vector of their four lane sums, each summed as :meth:`lane_sum`."""
+        w = self.lanes
+        half = w // 2
+        pairs = [self.b.fadd(self.shuffle(x, y, list(range(half)) + list(range(w, w + half))),
+                             self.shuffle(x, y, list(range(half, w)) + list(range(w + half, 2 * w))))
+                 for x, y in ((vectors[0], vectors[1]), (vectors[2], vectors[3]))]
+        # Two vectors of 2 sums x (w/2) lanes -> one vector of 4 sums x (w/4) lanes.
+        quarter = half // 2
+        low = [t * half + lane for t in range(2) for lane in range(quarter)]
+        high = [t * half + quarter + lane for t in range(2) for lane in range(quarter)]
+        x, y = pairs
+        vector = self.b.fadd(self.shuffle(x, y, low + [w + i for i in low]),
+                             self.shuffle(x, y, high + [w + i for i in high]))
+        lanes = quarter
+        while lanes > 1:
+            half_lanes = lanes // 2
+            low = [t * lanes + lane for t in range(4) for lane in range(half_lanes)]
+            high = [t * lanes + half_lanes + lane for t in range(4) for lane in range(half_lanes)]
+            vector = self.b.fadd(self.shuffle(vector, vector, low),
+                                 self.shuffle(vector, vector, high))
+            lanes = half_lanes
+        return vector
+
+
+def _operands(context, builder, signature, args, integer_args, arrays):
+    """The integer arguments as intp, and a pointer to each ``(array index, offset index)``."""
+    ints = {i: context.cast(builder, args[i], signature.args[i], types.intp)
+            for i in integer_args}
+    pointers = []
+    for i_array, i_offset in arrays:
+        array = context.make_array(signature.args[i_array])(context, builder, args[i_array])
+        pointers.append(builder.gep(array.data, [ints[i_offset]]))
+    return ints, pointers
+
+
+def _same_float_dtype(*arrays):
+    dtype = arrays[-1].dtype
+    if dtype in (types.float32, types.float64) and all(a.dtype == dtype for a in arrays):
+        return dtype
+    return None
+
+
+@intrinsic
+def rows_times_matrix(typingctx, m, n, k, A, a_off, a_row, a_col, B, b_off, ldb, C, c_off, ldc,
+                      accumulate):
+    """``C[i, j] (+)= sum_p A[a_off + i a_row + p a_col] B[b_off + p ldb + j]`` for the
+    ``(m, n)`` block of ``C`` at ``c_off`` (row stride ``ldc``); ``accumulate`` adds to ``C``
+    instead of overwriting it. ``op(A)`` is ``A`` with ``(a_row, a_col) = (lda, 1)``, ``A^T`` with
+    ``(1, lda)``. Each sum runs over ``p = 0 .. k-1`` in order, by fused multiply-adds."""
+    dtype = _same_float_dtype(A, B, C)
+    if dtype is None:
+        return None
+    sig = types.void(m, n, k, A, a_off, a_row, a_col, B, b_off, ldb, C, c_off, ldc, accumulate)
+
+    def codegen(context, builder, signature, args):
+        g, b = _Codegen(context, builder, dtype), builder
+        ints, (a0, b0, c0) = _operands(context, builder, signature, args,
+                                       (0, 1, 2, 4, 5, 6, 8, 9, 11, 12), ((3, 4), (7, 8), (10, 11)))
+        m, n, k = ints[0], ints[1], ints[2]
+        a_row, a_col, ldb, ldc = ints[5], ints[6], ints[9], ints[12]
+        add_to_c = context.cast(builder, args[13], signature.args[13], types.boolean)
+        w = g.lanes
+        full = b.sdiv(n, g.const(w))
+        tail = b.sub(n, b.mul(full, g.const(w)))
+        has_tail = b.icmp_signed(">", tail, g.const(0))
+        tail_mask = g.first_lanes(tail)
+        n_vectors = b.add(full, b.zext(has_tail, g.intp))  # per row, the last one maybe masked
+        accs = [[cgutils.alloca_once(b, g.vty) for _ in range(_ROW_VECTORS)] for _ in range(2)]
+
+        def block(i, n_rows, v0, count, masked):
+            """Rows ``i .. i + n_rows - 1``, vectors ``v0 .. v0 + count - 1`` of them."""
+            c_rows = [b.gep(c0, [b.mul(b.add(i, g.const(r)), ldc)]) for r in range(n_rows)]
+            a_rows = [b.gep(a0, [b.mul(b.add(i, g.const(r)), a_row)]) for r in range(n_rows)]
+            offsets = [b.mul(b.add(v0, g.const(v)), g.const(w)) for v in range(count)]
+            masks = [tail_mask if masked and v == count - 1 else None for v in range(count)]
+            for r in range(n_rows):
+                for v in range(count):
+                    old = g.load(c_rows[r], offsets[v], masks[v])
+                    b.store(b.select(add_to_c, old, g.zero), accs[r][v])
+            with cgutils.for_range(b, k) as loop:
+                p = loop.index
+                a = [g.splat(b.load(b.gep(a_rows[r], [b.mul(p, a_col)]))) for r in range(n_rows)]
+                b_row = b.gep(b0, [b.mul(p, ldb)])
+                for v in range(count):
+                    b_vector = g.load(b_row, offsets[v], masks[v])
+                    for r in range(n_rows):
+                        b.store(b.call(g.fmuladd, [a[r], b_vector, b.load(accs[r][v])]),
+                                accs[r][v])
+            for r in range(n_rows):
+                for v in range(count):
+                    g.store(b.load(accs[r][v]), c_rows[r], offsets[v], masks[v])
+
+        def rows(i, n_rows):
+            # Passes of _ROW_VECTORS unmasked vectors while more remain, then one of the rest.
+            passes = b.sdiv(b.sub(n_vectors, g.const(1)), g.const(_ROW_VECTORS))
+            with cgutils.for_range(b, passes) as loop:
+                block(i, n_rows, b.mul(loop.index, g.const(_ROW_VECTORS)), _ROW_VECTORS, False)
+            v0 = b.mul(passes, g.const(_ROW_VECTORS))
+            left = b.sub(n_vectors, v0)
+            for count in range(1, _ROW_VECTORS + 1):
+                this = b.icmp_signed("==", left, g.const(count))
+                with b.if_then(b.and_(this, b.not_(has_tail))):
+                    block(i, n_rows, v0, count, False)
+                with b.if_then(b.and_(this, has_tail)):
+                    block(i, n_rows, v0, count, True)
+
+        with b.if_then(b.icmp_signed(">", n_vectors, g.const(0))):
+            pairs = b.sdiv(m, g.const(2))
+            with cgutils.for_range(b, pairs) as loop:
+                rows(b.mul(loop.index, g.const(2)), 2)
+            with b.if_then(b.icmp_signed("!=", b.mul(pairs, g.const(2)), m)):
+                rows(b.sub(m, g.const(1)), 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def rows_dot_rows(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, accumulate):
+    """``C[i, j] (+)= sum_p A[a_off + i lda + p] B[b_off + j ldb + p]`` (``C (+)= A B^T``) for the
+    ``(m, n)`` block of ``C`` at ``c_off``. Each sum: lane ``l`` of a vector accumulates the
+    ``p = l (mod W)`` terms in order by fused multiply-adds (the last ``k mod W`` from a masked
+    load), then the lanes are summed by halving."""
+    dtype = _same_float_dtype(A, B, C)
+    if dtype is None:
+        return None
+    sig = types.void(m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, accumulate)
+
+    def codegen(context, builder, signature, args):
+        g, b = _Codegen(context, builder, dtype), builder
+        ints, (a0, b0, c0) = _operands(context, builder, signature, args,
+                                       (0, 1, 2, 4, 5, 7, 8, 10, 11), ((3, 4), (6, 7), (9, 10)))
+        m, n, k = ints[0], ints[1], ints[2]
+        lda, ldb, ldc = ints[5], ints[8], ints[11]
+        add_to_c = context.cast(builder, args[12], signature.args[12], types.boolean)
+        w = g.lanes
+        full = b.sdiv(k, g.const(w))
+        tail = b.sub(k, b.mul(full, g.const(w)))
+        has_tail = b.icmp_signed(">", tail, g.const(0))
+        tail_mask = g.first_lanes(tail)
+        accs = [[cgutils.alloca_once(b, g.vty) for _ in range(_DOT_COLUMNS)] for _ in range(2)]
+        four = ir.VectorType(g.fty, _DOT_COLUMNS)
+
+        def block(i, n_rows, j, count):
+            a_rows = [b.gep(a0, [b.mul(b.add(i, g.const(r)), lda)]) for r in range(n_rows)]
+            b_rows = [b.gep(b0, [b.mul(b.add(j, g.const(u)), ldb)]) for u in range(count)]
+            for r in range(n_rows):
+                for u in range(count):
+                    b.store(g.zero, accs[r][u])
+
+            def terms(p, mask):
+                a = [g.load(a_rows[r], p, mask) for r in range(n_rows)]
+                for u in range(count):
+                    b_vector = g.load(b_rows[u], p, mask)
+                    for r in range(n_rows):
+                        b.store(b.call(g.fmuladd, [a[r], b_vector, b.load(accs[r][u])]),
+                                accs[r][u])
+
+            with cgutils.for_range(b, full) as loop:
+                terms(b.mul(loop.index, g.const(w)), None)
+            with b.if_then(has_tail):
+                terms(b.mul(full, g.const(w)), tail_mask)
+            for r in range(n_rows):
+                c_row = b.gep(c0, [b.add(b.mul(b.add(i, g.const(r)), ldc), j)])
+                if count == _DOT_COLUMNS:
+                    sums = g.four_lane_sums([b.load(accs[r][u]) for u in range(count)])
+                    pointer = b.bitcast(c_row, four.as_pointer())
+                    old = b.load(pointer, align=1)
+                    b.store(b.select(add_to_c, b.fadd(old, sums), sums), pointer, align=1)
+                else:
+                    for u in range(count):
+                        pointer = b.gep(c_row, [g.const(u)])
+                        total = g.lane_sum(b.load(accs[r][u]))
+                        b.store(b.select(add_to_c, b.fadd(b.load(pointer), total), total),
+                                pointer)
+
+        blocks = b.sdiv(n, g.const(_DOT_COLUMNS))
+
+        def rows(i, n_rows):
+            with cgutils.for_range(b, blocks) as loop:
+                block(i, n_rows, b.mul(loop.index, g.const(_DOT_COLUMNS)), _DOT_COLUMNS)
+            with cgutils.for_range_slice(b, b.mul(blocks, g.const(_DOT_COLUMNS)), n,
+                                         g.const(1)) as (j, _):
+                block(i, n_rows, j, 1)
+
+        pairs = b.sdiv(m, g.const(2))
+        with cgutils.for_range(b, pairs) as loop:
+            rows(b.mul(loop.index, g.const(2)), 2)
+        with b.if_then(b.icmp_signed("!=", b.mul(pairs, g.const(2)), m)):
+            rows(b.sub(m, g.const(1)), 1)
+        return context.get_dummy_value()
+
+    return sig, codegen

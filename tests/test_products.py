@@ -1,0 +1,144 @@
+"""The matrix products of the kernels (``_kernels._blas.gemm``): the SIMD loops of small layers
+and BLAS for large ones, against NumPy, on strided blocks of flat buffers."""
+
+import itertools
+
+import numpy as np
+import pytest
+from numba import njit
+
+from skmaml._kernels._blas import SMALL_WEIGHTS, gemm
+
+
+@njit
+def _gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C, c_off, ldc):
+    gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C, c_off, ldc)
+
+
+def _block(flat, offset, rows, cols, ld):
+    return np.lib.stride_tricks.as_strided(flat[offset:], shape=(rows, cols),
+                                           strides=(ld * flat.itemsize, flat.itemsize))
+
+
+def _product(trans_a, trans_b, m, n, k, dtype, beta, rng, pad=3):
+    """gemm on random operands stored as blocks (an offset, a row stride past the width) of flat
+    buffers. Returns C's buffer after it, the mask of the block in it, NumPy's float64 result
+    for the block and the size of each entry's terms (``|op(A)| |op(B)| + |beta C|``)."""
+    a_rows, a_cols = (k, m) if trans_a else (m, k)
+    b_rows, b_cols = (n, k) if trans_b else (k, n)
+    lda, ldb, ldc = a_cols + pad, b_cols + pad, n + pad
+    A = rng.standard_normal(pad + a_rows * lda).astype(dtype)
+    B = rng.standard_normal(pad + b_rows * ldb).astype(dtype)
+    C = rng.standard_normal(pad + m * ldc + pad).astype(dtype)
+    op_a = _block(A, pad, a_rows, a_cols, lda).astype(np.float64)
+    op_b = _block(B, pad, b_rows, b_cols, ldb).astype(np.float64)
+    op_a, op_b = (op_a.T if trans_a else op_a), (op_b.T if trans_b else op_b)
+    c_block = _block(C, pad, m, n, ldc).astype(np.float64)
+    expected = op_a @ op_b + beta * c_block
+    scale = np.abs(op_a) @ np.abs(op_b) + np.abs(beta * c_block)
+    in_block = np.zeros(C.shape, dtype=bool)
+    _block(in_block, pad, m, n, ldc)[...] = True
+    _gemm(trans_a, trans_b, m, n, k, 1.0, A, pad, lda, B, pad, ldb, beta, C, pad, ldc)
+    return C, in_block, expected, scale
+
+
+# Layer shapes of small networks (the sinusoid's 1 -> 40 -> 40 -> 1 on 10 rows), odd sizes that
+# exercise every tail (columns not a multiple of the vector width, odd rows, one column, one
+# inner dimension, an empty sum) and shapes past SMALL_WEIGHTS (BLAS).
+SHAPES = [(10, 40, 40), (10, 40, 1), (10, 1, 40), (40, 40, 10), (1, 40, 10), (40, 1, 10),
+          (7, 29, 13), (1, 1, 1), (3, 9, 2), (2, 5, 17), (5, 3, 8), (9, 6, 37), (3, 5, 0),
+          (11, 16, 16), (1000, 40, 40), (40, 40, 1000), (10, 100, 100), (3, 80, 30)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_products_against_numpy(m, n, k, trans_a, trans_b, dtype):
+    rng = np.random.default_rng(m * 10000 + n * 100 + k)
+    eps = np.finfo(dtype).eps
+    for beta in (0.0, 1.0):
+        C, in_block, expected, scale = _product(trans_a, trans_b, m, n, k, dtype, beta, rng)
+        block = C[in_block].reshape(m, n) if m * n else np.zeros((m, n))
+        # Each entry within its rounding error: k + 2 roundings of terms of size `scale`.
+        assert np.all(np.abs(block - expected) <= (k + 2) * eps * scale + 1e-300)
+
+
+def test_products_leave_the_rest_of_c_alone():
+    """Only the (m, n) block of C's buffer is written (the masked tails write nothing past it)."""
+    rng = np.random.default_rng(3)
+    for (m, n, k), (trans_a, trans_b) in itertools.product(
+            SHAPES, [(False, False), (True, False), (False, True)]):
+        a_rows, a_cols = (k, m) if trans_a else (m, k)
+        b_rows, b_cols = (n, k) if trans_b else (k, n)
+        A = rng.standard_normal(a_rows * a_cols).astype(np.float32)
+        B = rng.standard_normal(b_rows * b_cols).astype(np.float32)
+        C = rng.standard_normal(2 + m * (n + 5) + 5).astype(np.float32)
+        original = C.copy()
+        _gemm(trans_a, trans_b, m, n, k, 1.0, A, 0, a_cols, B, 0, b_cols, 1.0, C, 2, n + 5)
+        in_block = np.zeros(C.shape, dtype=bool)
+        _block(in_block, 2, m, n, n + 5)[...] = True
+        np.testing.assert_array_equal(C[~in_block], original[~in_block])
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+def test_small_products_do_not_depend_on_the_rows_computed_with(trans_a, trans_b):
+    """An entry of C is the same bits whether the product covers one row of it, every row, or
+    (A B, A B^T) every row in one call; so batching the rows of tasks never changes results."""
+    rng = np.random.default_rng(1)
+    dtype = np.float32
+    for m, n, k in [(10, 40, 40), (9, 29, 13), (7, 1, 40), (5, 40, 1)]:
+        if trans_a:  # A^T B: rows of C are weight rows; columns computed separately instead
+            A = rng.standard_normal((k, m)).astype(dtype)
+        else:
+            A = rng.standard_normal((m, k)).astype(dtype)
+        B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+        whole = np.zeros((m, n), dtype)
+        _gemm(trans_a, trans_b, m, n, k, 1.0, A, 0, A.shape[1], B, 0, B.shape[1], 0.0, whole, 0, n)
+        pieces = np.zeros((m, n), dtype)
+        for i in range(m):
+            if trans_a:  # row i of A^T B is column i of A
+                _gemm(True, False, 1, n, k, 1.0, A, i, m, B, 0, n, 0.0, pieces, i * n, n)
+            else:
+                _gemm(False, trans_b, 1, n, k, 1.0, A, i * k, k, B, 0, B.shape[1], 0.0, pieces,
+                      i * n, n)
+        np.testing.assert_array_equal(whole, pieces)
+
+
+def test_beta_zero_ignores_nan_in_c_and_masked_lanes_read_nothing_past_the_block():
+    """beta = 0 overwrites C without reading NaN from it (BLAS semantics); a NaN just past a
+    block's last column (where the masked tail of a vector would read) does not leak in."""
+    rng = np.random.default_rng(2)
+    for trans_a, trans_b in [(False, False), (True, False), (False, True)]:
+        m, n, k = 3, 11, 13
+        A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+        B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+        lda, ldb = A.shape[1] + 1, B.shape[1] + 1
+        A_pad = np.full((A.shape[0], lda), np.nan, np.float32)
+        A_pad[:, :-1] = A
+        B_pad = np.full((B.shape[0], ldb), np.nan, np.float32)
+        B_pad[:, :-1] = B
+        C = np.full((m, n + 1), np.nan, np.float32)
+        _gemm(trans_a, trans_b, m, n, k, 1.0, A_pad, 0, lda, B_pad, 0, ldb, 0.0, C, 0, n + 1)
+        expected = (A.T if trans_a else A).astype(np.float64) @ (
+            B.T if trans_b else B).astype(np.float64)
+        np.testing.assert_allclose(C[:, :-1], expected, rtol=1e-5, atol=1e-5)
+        assert np.isnan(C[:, -1]).all()  # past the block: untouched
+
+
+def test_nan_and_inf_in_the_operands_propagate():
+    """No fast-math: a NaN or inf in an operand reaches the result (divergence is seen)."""
+    for trans_a, trans_b, value in itertools.product([False, True], [False, True], [np.nan, np.inf]):
+        if trans_a and trans_b:
+            continue
+        A = np.ones((10, 10), np.float32)
+        A[3, 4] = value
+        B = np.ones((10, 10), np.float32)
+        C = np.zeros((10, 10), np.float32)
+        _gemm(trans_a, trans_b, 10, 10, 10, 1.0, A, 0, 10, B, 0, 10, 0.0, C, 0, 10)
+        assert not np.isfinite(C).all()
+
+
+def test_the_small_path_is_taken_for_small_weights_only():
+    """SMALL_WEIGHTS splits the shapes the tests above cover on both sides."""
+    sizes = [(m if ta else k) * n for (m, n, k) in SHAPES for ta in (False, True)]
+    assert min(sizes) <= SMALL_WEIGHTS < max(sizes)
