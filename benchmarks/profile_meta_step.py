@@ -18,9 +18,10 @@ OpenBLAS kernel (``OPENBLAS_CORETYPE``; threadpoolctl reports which one runs):
    inner updates): 1 - 2;
 4. the products by shape: how many calls of each, and the mean time per call.
 
-The products are OpenBLAS's (SciPy's ``sgemm``): on kernels without its small-matrix path (it
-exists for SkylakeX, not for Haswell or Zen) each product of these sizes costs several times
-more, which is what an AVX2 machine pays.
+The products are those ``skmaml._kernels._blas.gemm`` runs: for these small layers the SIMD loops
+of ``skmaml._kernels._small``, the same under every BLAS kernel; larger ones through OpenBLAS
+(SciPy's ``sgemm``), whose kernels without a small-matrix path (it exists for SkylakeX, not for
+Haswell or Zen) cost several times more per product of these sizes.
 """
 
 import argparse

@@ -327,7 +327,6 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         n_s = s_offsets[t + 1] - s0
         q0 = q_offsets[t]
         n_q = q_offsets[t + 1] - q0
-        thetas[0, :] = theta
         for k in range(n_inner_steps):
             g_k = support_grads[k] if learn else grad
             if k == 0:
@@ -339,10 +338,11 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
                     _copy_body(pass0, s0, step, 0, n_s, net.woffsets, first)
                 _loss_grad_rows(thetas[k], net, Xs, s0, ys, s0, step, 0, n_s, first)
                 _weight_grad_rows(net, Xs, s0, step, 0, n_s, g_k, False, first)
-            adapt_step(thetas[k], g_k, rule, groups, k, thetas[k + 1])
+            # Step 0 adapts theta itself (thetas[0] is never written: no copy per task).
+            adapt_step(theta if k == 0 else thetas[k], g_k, rule, groups, k, thetas[k + 1])
         r0 = q0 if first_order else 0
-        task_losses[t] = _loss_grad_rows(thetas[n_inner_steps], net, Xq, q0, yq, q0, query_pass,
-                                         r0, n_q, 1)
+        adapted = thetas[n_inner_steps] if n_inner_steps > 0 else theta
+        task_losses[t] = _loss_grad_rows(adapted, net, Xq, q0, yq, q0, query_pass, r0, n_q, 1)
         if first_order:
             if learn:  # this task's query gradient is needed for its step sizes' gradient
                 _weight_grad_rows(net, Xq, q0, query_pass, q0, n_q, v, False, 1)

@@ -34,9 +34,9 @@ of ``n_buf`` rows, layer ``l``'s block is a C-ordered ``(n_buf, layer_sizes[l])`
 output block is unused), ``DZ`` holds ``dLoss/dz_l`` and ``DA`` holds ``dLoss/da_l`` (hidden layers).
 A pass over rows ``r0 : r0 + n`` of such buffers lets one buffer serve a whole batch of tasks at once
 (all tasks share ``theta`` before adaptation) and each task then read its own rows. Every matrix
-product is one BLAS call on offsets into these buffers (:func:`._blas.gemm`), with ``beta = 1``
-where products accumulate, so no views are built on the hot path and nothing is allocated; bias
-adds and column sums are loops (a BLAS call costs more than their few flops).
+product is one call on offsets into these buffers (:func:`._blas.gemm`: SIMD loops for small layers,
+BLAS for large ones), with ``beta = 1`` where products accumulate, so no views are built on the hot
+path and nothing is allocated; bias adds and column sums are loops.
 """
 
 from collections import namedtuple
