@@ -47,7 +47,8 @@ def _product(trans_a, trans_b, m, n, k, dtype, beta, rng, pad=3):
 # inner dimension, an empty sum) and shapes past SMALL_WEIGHTS (BLAS).
 SHAPES = [(10, 40, 40), (10, 40, 1), (10, 1, 40), (40, 40, 10), (1, 40, 10), (40, 1, 10),
           (7, 29, 13), (1, 1, 1), (3, 9, 2), (2, 5, 17), (5, 3, 8), (9, 6, 37), (3, 5, 0),
-          (11, 16, 16), (1000, 40, 40), (40, 40, 1000), (10, 100, 100), (3, 80, 30)]
+          (11, 16, 16), (5, 64, 32), (4, 32, 64), (1000, 40, 40), (40, 40, 1000), (10, 100, 100),
+          (3, 80, 30)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

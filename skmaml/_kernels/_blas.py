@@ -17,22 +17,12 @@ from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
 from ._config import JIT_OPTIONS
-from ._small import rows_dot_rows, rows_times_matrix
+from ._small import SMALL_WEIGHTS, rows_dot_rows, rows_times_matrix, rows_times_transposed
 
 ensure_blas()  # fails early, with numba's message, if SciPy's BLAS is missing
 
 _NO_TRANS = ord("n")
 _TRANS = ord("t")
-
-# Products whose weight matrix (the (k, n) operand of op(A) B; the (m, n) result of A^T B, a
-# weight gradient) has at most this many entries run as the loops of _small, larger ones through
-# BLAS. Measured on one core (Zen 4; OpenBLAS's SkylakeX and Haswell kernels), float32: the loops
-# took 0.5-0.8 of BLAS's time at 40 x 40 weights on 10 rows with SkylakeX kernels (which have a
-# small-matrix path) and 0.25-0.6 with Haswell's; at 64 x 64 BLAS was faster with SkylakeX
-# kernels, and at 100 x 100 on 1,000 rows with both. The choice depends on the weights' shape
-# only, never on the number of rows, so a product's bits do not depend on how many tasks' rows
-# it covers.
-SMALL_WEIGHTS = 2048
 
 
 @intrinsic
@@ -116,10 +106,12 @@ def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C
 @njit(**JIT_OPTIONS)
 def _small_product(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, accumulate, C, c_off,
                    ldc):
-    """``C (+)= op(A) op(B)`` by :mod:`._small`'s loops (not both transposed). A product with
+    """``C (+)= op(A) op(B)`` by :mod:`._small`'s loops (not both transposed; the weight matrix
+    of at most ``SMALL_WEIGHTS`` entries, as :func:`gemm` checks). A product with
     one column of ``op(B)`` or one inner dimension runs in the layout whose loop is vectorised
     along contiguous memory: ``A b`` as dot products of rows, ``A^T b`` as ``b^T A``, an outer
-    product ``a b^T`` as ``a`` times the row ``b^T``."""
+    product ``a b^T`` as ``a`` times the row ``b^T``; ``A B^T`` otherwise as ``A`` times the
+    transpose of ``B`` (built on the stack)."""
     if k == 0:
         if not accumulate:
             for i in range(m):
@@ -128,8 +120,11 @@ def _small_product(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, accu
     if trans_b:
         if k == 1 and ldb == 1:  # B^T is one contiguous row
             rows_times_matrix(m, n, 1, A, a_off, lda, 1, B, b_off, 1, C, c_off, ldc, accumulate)
+        elif n == 1:  # B is one row: dot products of A's rows with it
+            rows_dot_rows(m, 1, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, accumulate)
         else:
-            rows_dot_rows(m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, accumulate)
+            rows_times_transposed(m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc,
+                                  accumulate)
     elif n == 1 and ldb == 1 and ldc == 1:  # one contiguous column b, and of C
         if trans_a:  # C^T = b^T A, A stored (k, m)
             rows_times_matrix(1, m, k, B, b_off, 0, 1, A, a_off, lda, C, c_off, 0, accumulate)

@@ -11,8 +11,10 @@ registers:
 * :func:`rows_times_matrix` -- ``C (+)= op(A) B`` with ``B`` read by rows: each row of ``C`` (two at
   a time, up to five vectors of it, the last one masked) is accumulated over ``p`` by fused
   multiply-adds of a broadcast ``A[i, p]`` with row ``p`` of ``B`` (``A`` may be read transposed);
-* :func:`rows_dot_rows` -- ``C (+)= A B^T``: each entry a dot product of two rows, vectorised along
-  them, four entries of two rows at a time, reduced together by shuffles.
+* :func:`rows_times_transposed` -- ``C (+)= A B^T`` (backpropagation through a layer): ``B^T`` is
+  built on the stack, ``W x W`` blocks transposed in registers, then multiplied as above;
+* :func:`rows_dot_rows` -- ``C (+)= A b`` for one column ``b``: dot products of rows, vectorised
+  along them and reduced by shuffles.
 
 The vectors are 256 bits (8 float32 or 4 float64 lanes): LLVM lowers them to the machine's SIMD
 (two 128-bit halves on SSE machines, AVX-512 registers where it prefers them). Multiply-adds are
@@ -32,12 +34,18 @@ from numba.extending import intrinsic
 
 _I32 = ir.IntType(32)
 
+# Products whose weight matrix (the (k, n) operand of op(A) B or A B^T; the (m, n) result of
+# A^T B, a weight gradient) has at most this many entries run as these loops (``_blas.gemm``),
+# larger ones through BLAS. Measured on one core (Zen 4; OpenBLAS's SkylakeX and Haswell
+# kernels), float32: the loops took 0.5-0.8 of BLAS's time at 40 x 40 weights on 10 rows with
+# SkylakeX kernels (which have a small-matrix path) and 0.25-0.6 with Haswell's; at 64 x 64 BLAS
+# was faster with SkylakeX kernels, and at 100 x 100 on 1,000 rows with both. It bounds the
+# stack buffer of rows_times_transposed.
+SMALL_WEIGHTS = 2048
+
 # Vectors of C per row in one pass of rows_times_matrix; with two rows, 10 accumulators, which
 # with the two broadcasts and a row of B fit the 16 vector registers of AVX2.
 _ROW_VECTORS = 5
-
-# Entries of C per row in one pass of rows_dot_rows (their 4 sums are reduced together).
-_DOT_COLUMNS = 4
 
 
 class _Codegen:
@@ -110,29 +118,25 @@ class _Codegen:
             width = half
         return self.b.extract_element(vector, ir.Constant(_I32, 0))
 
-    def four_lane_sums(self, vectors):
-        """Four vectors -> the vector of their four lane sums, each summed as :meth:`lane_sum`."""
+    def transpose(self, rows):
+        """W vectors (the rows of a W x W block) -> its W columns, by log2(W) stages of
+        shuffles: stage h swaps the off-diagonal h x h blocks of every 2h x 2h block."""
         w = self.lanes
-        half = w // 2
-        pairs = [self.b.fadd(self.shuffle(x, y, list(range(half)) + list(range(w, w + half))),
-                             self.shuffle(x, y, list(range(half, w)) + list(range(w + half, 2 * w))))
-                 for x, y in ((vectors[0], vectors[1]), (vectors[2], vectors[3]))]
-        # Two vectors of 2 sums x (w/2) lanes -> one vector of 4 sums x (w/4) lanes.
-        quarter = half // 2
-        low = [t * half + lane for t in range(2) for lane in range(quarter)]
-        high = [t * half + quarter + lane for t in range(2) for lane in range(quarter)]
-        x, y = pairs
-        vector = self.b.fadd(self.shuffle(x, y, low + [w + i for i in low]),
-                             self.shuffle(x, y, high + [w + i for i in high]))
-        lanes = quarter
-        while lanes > 1:
-            half_lanes = lanes // 2
-            low = [t * lanes + lane for t in range(4) for lane in range(half_lanes)]
-            high = [t * lanes + half_lanes + lane for t in range(4) for lane in range(half_lanes)]
-            vector = self.b.fadd(self.shuffle(vector, vector, low),
-                                 self.shuffle(vector, vector, high))
-            lanes = half_lanes
-        return vector
+        rows, h = list(rows), w // 2
+        while h >= 1:
+            low, high = [], []
+            for lane in range(w):
+                group, q = divmod(lane, 2 * h)
+                base = group * 2 * h
+                low.append(base + q if q < h else w + base + q - h)
+                high.append(base + h + q if q < h else w + base + q)
+            new = list(rows)
+            for i in range(w):
+                if (i // h) % 2 == 0:
+                    new[i] = self.shuffle(rows[i], rows[i + h], low)
+                    new[i + h] = self.shuffle(rows[i], rows[i + h], high)
+            rows, h = new, h // 2
+        return rows
 
 
 def _operands(context, builder, signature, args, integer_args, arrays):
@@ -153,6 +157,88 @@ def _same_float_dtype(*arrays):
     return None
 
 
+def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_to_c):
+    """The IR of ``C[i, j] (+)= sum_p a0[i a_row + p a_col] b0[p ldb + j]`` (pointers and intp
+    values; ``add_to_c`` an i1)."""
+    b, w = g.b, g.lanes
+    full = b.sdiv(n, g.const(w))
+    tail = b.sub(n, b.mul(full, g.const(w)))
+    has_tail = b.icmp_signed(">", tail, g.const(0))
+    tail_mask = g.first_lanes(tail)
+    n_vectors = b.add(full, b.zext(has_tail, g.intp))  # per row, the last one maybe masked
+    accs = [[cgutils.alloca_once(b, g.vty) for _ in range(_ROW_VECTORS)] for _ in range(2)]
+
+    def block(i, n_rows, v0, count, masked):
+        """Rows ``i .. i + n_rows - 1``, vectors ``v0 .. v0 + count - 1`` of them."""
+        c_rows = [b.gep(c0, [b.mul(b.add(i, g.const(r)), ldc)]) for r in range(n_rows)]
+        a_rows = [b.gep(a0, [b.mul(b.add(i, g.const(r)), a_row)]) for r in range(n_rows)]
+        offsets = [b.mul(b.add(v0, g.const(v)), g.const(w)) for v in range(count)]
+        masks = [tail_mask if masked and v == count - 1 else None for v in range(count)]
+        for r in range(n_rows):
+            for v in range(count):
+                old = g.load(c_rows[r], offsets[v], masks[v])
+                b.store(b.select(add_to_c, old, g.zero), accs[r][v])
+        with cgutils.for_range(b, k) as loop:
+            p = loop.index
+            a = [g.splat(b.load(b.gep(a_rows[r], [b.mul(p, a_col)]))) for r in range(n_rows)]
+            b_row = b.gep(b0, [b.mul(p, ldb)])
+            for v in range(count):
+                b_vector = g.load(b_row, offsets[v], masks[v])
+                for r in range(n_rows):
+                    b.store(b.call(g.fmuladd, [a[r], b_vector, b.load(accs[r][v])]),
+                            accs[r][v])
+        for r in range(n_rows):
+            for v in range(count):
+                g.store(b.load(accs[r][v]), c_rows[r], offsets[v], masks[v])
+
+    def rows(i, n_rows):
+        # Passes of _ROW_VECTORS unmasked vectors while more remain, then one of the rest.
+        passes = b.sdiv(b.sub(n_vectors, g.const(1)), g.const(_ROW_VECTORS))
+        with cgutils.for_range(b, passes) as loop:
+            block(i, n_rows, b.mul(loop.index, g.const(_ROW_VECTORS)), _ROW_VECTORS, False)
+        v0 = b.mul(passes, g.const(_ROW_VECTORS))
+        left = b.sub(n_vectors, v0)
+        for count in range(1, _ROW_VECTORS + 1):
+            this = b.icmp_signed("==", left, g.const(count))
+            with b.if_then(b.and_(this, b.not_(has_tail))):
+                block(i, n_rows, v0, count, False)
+            with b.if_then(b.and_(this, has_tail)):
+                block(i, n_rows, v0, count, True)
+
+    with b.if_then(b.icmp_signed(">", n_vectors, g.const(0))):
+        pairs = b.sdiv(m, g.const(2))
+        with cgutils.for_range(b, pairs) as loop:
+            rows(b.mul(loop.index, g.const(2)), 2)
+        with b.if_then(b.icmp_signed("!=", b.mul(pairs, g.const(2)), m)):
+            rows(b.sub(m, g.const(1)), 1)
+
+
+def _emit_transpose(g, n, k, b0, ldb, t0):
+    """The IR of ``t0[p n + j] = b0[j ldb + p]`` for ``j < n, p < k``: blocks of W x W entries
+    transposed in registers by W log W shuffles, the edges one entry at a time."""
+    b, w = g.b, g.lanes
+    row_blocks, col_blocks = b.sdiv(n, g.const(w)), b.sdiv(k, g.const(w))
+    with cgutils.for_range(b, row_blocks) as j_loop:
+        j0 = b.mul(j_loop.index, g.const(w))
+        with cgutils.for_range(b, col_blocks) as p_loop:
+            p0 = b.mul(p_loop.index, g.const(w))
+            rows = [g.load(b0, b.add(b.mul(b.add(j0, g.const(r)), ldb), p0)) for r in range(w)]
+            for c, column in enumerate(g.transpose(rows)):
+                g.store(column, t0, b.add(b.mul(b.add(p0, g.const(c)), n), j0))
+
+    def copy(j, p):
+        value = b.load(b.gep(b0, [b.add(b.mul(j, ldb), p)]))
+        b.store(value, b.gep(t0, [b.add(b.mul(p, n), j)]))
+
+    j_end, p_end = b.mul(row_blocks, g.const(w)), b.mul(col_blocks, g.const(w))
+    with cgutils.for_range(b, n) as j_loop:  # the last k mod W columns of B, every row
+        with cgutils.for_range_slice(b, p_end, k, g.const(1)) as (p, _):
+            copy(j_loop.index, p)
+    with cgutils.for_range_slice(b, j_end, n, g.const(1)) as (j, _):  # the last rows, the rest
+        with cgutils.for_range(b, p_end) as p_loop:
+            copy(j, p_loop.index)
+
+
 @intrinsic
 def rows_times_matrix(typingctx, m, n, k, A, a_off, a_row, a_col, B, b_off, ldb, C, c_off, ldc,
                       accumulate):
@@ -166,63 +252,39 @@ def rows_times_matrix(typingctx, m, n, k, A, a_off, a_row, a_col, B, b_off, ldb,
     sig = types.void(m, n, k, A, a_off, a_row, a_col, B, b_off, ldb, C, c_off, ldc, accumulate)
 
     def codegen(context, builder, signature, args):
-        g, b = _Codegen(context, builder, dtype), builder
+        g = _Codegen(context, builder, dtype)
         ints, (a0, b0, c0) = _operands(context, builder, signature, args,
                                        (0, 1, 2, 4, 5, 6, 8, 9, 11, 12), ((3, 4), (7, 8), (10, 11)))
-        m, n, k = ints[0], ints[1], ints[2]
-        a_row, a_col, ldb, ldc = ints[5], ints[6], ints[9], ints[12]
         add_to_c = context.cast(builder, args[13], signature.args[13], types.boolean)
-        w = g.lanes
-        full = b.sdiv(n, g.const(w))
-        tail = b.sub(n, b.mul(full, g.const(w)))
-        has_tail = b.icmp_signed(">", tail, g.const(0))
-        tail_mask = g.first_lanes(tail)
-        n_vectors = b.add(full, b.zext(has_tail, g.intp))  # per row, the last one maybe masked
-        accs = [[cgutils.alloca_once(b, g.vty) for _ in range(_ROW_VECTORS)] for _ in range(2)]
+        _emit_rows_times_matrix(g, ints[0], ints[1], ints[2], a0, ints[5], ints[6], b0, ints[9],
+                                c0, ints[12], add_to_c)
+        return context.get_dummy_value()
 
-        def block(i, n_rows, v0, count, masked):
-            """Rows ``i .. i + n_rows - 1``, vectors ``v0 .. v0 + count - 1`` of them."""
-            c_rows = [b.gep(c0, [b.mul(b.add(i, g.const(r)), ldc)]) for r in range(n_rows)]
-            a_rows = [b.gep(a0, [b.mul(b.add(i, g.const(r)), a_row)]) for r in range(n_rows)]
-            offsets = [b.mul(b.add(v0, g.const(v)), g.const(w)) for v in range(count)]
-            masks = [tail_mask if masked and v == count - 1 else None for v in range(count)]
-            for r in range(n_rows):
-                for v in range(count):
-                    old = g.load(c_rows[r], offsets[v], masks[v])
-                    b.store(b.select(add_to_c, old, g.zero), accs[r][v])
-            with cgutils.for_range(b, k) as loop:
-                p = loop.index
-                a = [g.splat(b.load(b.gep(a_rows[r], [b.mul(p, a_col)]))) for r in range(n_rows)]
-                b_row = b.gep(b0, [b.mul(p, ldb)])
-                for v in range(count):
-                    b_vector = g.load(b_row, offsets[v], masks[v])
-                    for r in range(n_rows):
-                        b.store(b.call(g.fmuladd, [a[r], b_vector, b.load(accs[r][v])]),
-                                accs[r][v])
-            for r in range(n_rows):
-                for v in range(count):
-                    g.store(b.load(accs[r][v]), c_rows[r], offsets[v], masks[v])
+    return sig, codegen
 
-        def rows(i, n_rows):
-            # Passes of _ROW_VECTORS unmasked vectors while more remain, then one of the rest.
-            passes = b.sdiv(b.sub(n_vectors, g.const(1)), g.const(_ROW_VECTORS))
-            with cgutils.for_range(b, passes) as loop:
-                block(i, n_rows, b.mul(loop.index, g.const(_ROW_VECTORS)), _ROW_VECTORS, False)
-            v0 = b.mul(passes, g.const(_ROW_VECTORS))
-            left = b.sub(n_vectors, v0)
-            for count in range(1, _ROW_VECTORS + 1):
-                this = b.icmp_signed("==", left, g.const(count))
-                with b.if_then(b.and_(this, b.not_(has_tail))):
-                    block(i, n_rows, v0, count, False)
-                with b.if_then(b.and_(this, has_tail)):
-                    block(i, n_rows, v0, count, True)
 
-        with b.if_then(b.icmp_signed(">", n_vectors, g.const(0))):
-            pairs = b.sdiv(m, g.const(2))
-            with cgutils.for_range(b, pairs) as loop:
-                rows(b.mul(loop.index, g.const(2)), 2)
-            with b.if_then(b.icmp_signed("!=", b.mul(pairs, g.const(2)), m)):
-                rows(b.sub(m, g.const(1)), 1)
+@intrinsic
+def rows_times_transposed(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc,
+                          accumulate):
+    """``C (+)= A B^T`` (``B`` stored ``(n, k)``, ``n k <= SMALL_WEIGHTS``): ``B^T`` is written
+    to a buffer on the stack, then multiplied as :func:`rows_times_matrix` does (the same sums,
+    in the same order, as the product with a stored ``B^T``)."""
+    dtype = _same_float_dtype(A, B, C)
+    if dtype is None:
+        return None
+    sig = types.void(m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, accumulate)
+
+    def codegen(context, builder, signature, args):
+        g = _Codegen(context, builder, dtype)
+        ints, (a0, b0, c0) = _operands(context, builder, signature, args,
+                                       (0, 1, 2, 4, 5, 7, 8, 10, 11), ((3, 4), (6, 7), (9, 10)))
+        add_to_c = context.cast(builder, args[12], signature.args[12], types.boolean)
+        n, k = ints[1], ints[2]
+        with builder.goto_entry_block():
+            transposed = builder.alloca(g.fty, size=g.const(SMALL_WEIGHTS))
+        _emit_transpose(g, n, k, b0, ints[8], transposed)
+        _emit_rows_times_matrix(g, ints[0], n, k, a0, ints[5], g.const(1), transposed, n, c0,
+                                ints[11], add_to_c)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -230,10 +292,11 @@ def rows_times_matrix(typingctx, m, n, k, A, a_off, a_row, a_col, B, b_off, ldb,
 
 @intrinsic
 def rows_dot_rows(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, accumulate):
-    """``C[i, j] (+)= sum_p A[a_off + i lda + p] B[b_off + j ldb + p]`` (``C (+)= A B^T``) for the
-    ``(m, n)`` block of ``C`` at ``c_off``. Each sum: lane ``l`` of a vector accumulates the
-    ``p = l (mod W)`` terms in order by fused multiply-adds (the last ``k mod W`` from a masked
-    load), then the lanes are summed by halving."""
+    """``C[i, j] (+)= sum_p A[a_off + i lda + p] B[b_off + j ldb + p]`` for the ``(m, n)`` block of
+    ``C`` at ``c_off``, one dot product at a time (two rows of ``A`` per pass over a row of
+    ``B``): lane ``l`` of a vector accumulates the ``p = l (mod W)`` terms in order by fused
+    multiply-adds (the last ``k mod W`` from a masked load), then the lanes are summed by halving.
+    For ``A b`` (one column); :func:`rows_times_transposed` is faster for more."""
     dtype = _same_float_dtype(A, B, C)
     if dtype is None:
         return None
@@ -251,50 +314,32 @@ def rows_dot_rows(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ld
         tail = b.sub(k, b.mul(full, g.const(w)))
         has_tail = b.icmp_signed(">", tail, g.const(0))
         tail_mask = g.first_lanes(tail)
-        accs = [[cgutils.alloca_once(b, g.vty) for _ in range(_DOT_COLUMNS)] for _ in range(2)]
-        four = ir.VectorType(g.fty, _DOT_COLUMNS)
+        accs = [cgutils.alloca_once(b, g.vty) for _ in range(2)]
 
-        def block(i, n_rows, j, count):
+        def entries(i, n_rows, j):
             a_rows = [b.gep(a0, [b.mul(b.add(i, g.const(r)), lda)]) for r in range(n_rows)]
-            b_rows = [b.gep(b0, [b.mul(b.add(j, g.const(u)), ldb)]) for u in range(count)]
+            b_row = b.gep(b0, [b.mul(j, ldb)])
             for r in range(n_rows):
-                for u in range(count):
-                    b.store(g.zero, accs[r][u])
+                b.store(g.zero, accs[r])
 
             def terms(p, mask):
-                a = [g.load(a_rows[r], p, mask) for r in range(n_rows)]
-                for u in range(count):
-                    b_vector = g.load(b_rows[u], p, mask)
-                    for r in range(n_rows):
-                        b.store(b.call(g.fmuladd, [a[r], b_vector, b.load(accs[r][u])]),
-                                accs[r][u])
+                b_vector = g.load(b_row, p, mask)
+                for r in range(n_rows):
+                    a_vector = g.load(a_rows[r], p, mask)
+                    b.store(b.call(g.fmuladd, [a_vector, b_vector, b.load(accs[r])]), accs[r])
 
             with cgutils.for_range(b, full) as loop:
                 terms(b.mul(loop.index, g.const(w)), None)
             with b.if_then(has_tail):
                 terms(b.mul(full, g.const(w)), tail_mask)
             for r in range(n_rows):
-                c_row = b.gep(c0, [b.add(b.mul(b.add(i, g.const(r)), ldc), j)])
-                if count == _DOT_COLUMNS:
-                    sums = g.four_lane_sums([b.load(accs[r][u]) for u in range(count)])
-                    pointer = b.bitcast(c_row, four.as_pointer())
-                    old = b.load(pointer, align=1)
-                    b.store(b.select(add_to_c, b.fadd(old, sums), sums), pointer, align=1)
-                else:
-                    for u in range(count):
-                        pointer = b.gep(c_row, [g.const(u)])
-                        total = g.lane_sum(b.load(accs[r][u]))
-                        b.store(b.select(add_to_c, b.fadd(b.load(pointer), total), total),
-                                pointer)
-
-        blocks = b.sdiv(n, g.const(_DOT_COLUMNS))
+                pointer = b.gep(c0, [b.add(b.mul(b.add(i, g.const(r)), ldc), j)])
+                total = g.lane_sum(b.load(accs[r]))
+                b.store(b.select(add_to_c, b.fadd(b.load(pointer), total), total), pointer)
 
         def rows(i, n_rows):
-            with cgutils.for_range(b, blocks) as loop:
-                block(i, n_rows, b.mul(loop.index, g.const(_DOT_COLUMNS)), _DOT_COLUMNS)
-            with cgutils.for_range_slice(b, b.mul(blocks, g.const(_DOT_COLUMNS)), n,
-                                         g.const(1)) as (j, _):
-                block(i, n_rows, j, 1)
+            with cgutils.for_range(b, n) as loop:
+                entries(i, n_rows, loop.index)
 
         pairs = b.sdiv(m, g.const(2))
         with cgutils.for_range(b, pairs) as loop:
