@@ -49,7 +49,7 @@ _ROW_VECTORS = 5
 
 
 class _Codegen:
-    """Types, intrinsics and small IR idioms shared by the two products (one per call site)."""
+    """Types, intrinsics and small IR idioms shared by the products (one per call site)."""
 
     def __init__(self, context, builder, dtype):
         self.b = builder
