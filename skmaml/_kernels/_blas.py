@@ -17,7 +17,7 @@ from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
 from ._config import JIT_OPTIONS
-from ._small import SMALL_WEIGHTS, rows_dot_rows, rows_times_matrix, rows_times_transposed
+from ._small import SMALL_WEIGHTS, small_product
 
 ensure_blas()  # fails early, with numba's message, if SciPy's BLAS is missing
 
@@ -94,46 +94,18 @@ def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C
         return
     if alpha == 1.0 and (beta == 0.0 or beta == 1.0) and not (trans_a and trans_b) and (
             (m if trans_a else k) * n <= SMALL_WEIGHTS):
-        _small_product(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, beta != 0.0, C,
-                       c_off, ldc)
+        if k == 0:
+            if beta == 0.0:
+                for i in range(m):
+                    C.reshape(-1)[c_off + i * ldc:c_off + i * ldc + n] = 0.0
+            return
+        small_product(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, beta != 0.0, C,
+                      c_off, ldc)
         return
     # A row-major (m, n) block is the column-major (n, m) block of its transpose, so
     # C^T = op(B)^T op(A)^T runs as one column-major gemm with the operands swapped.
     _gemm_colmajor(_TRANS if trans_b else _NO_TRANS, _TRANS if trans_a else _NO_TRANS,
                    n, m, k, alpha, B, b_off, ldb, A, a_off, lda, beta, C, c_off, ldc)
-
-
-@njit(**JIT_OPTIONS)
-def _small_product(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, accumulate, C, c_off,
-                   ldc):
-    """``C (+)= op(A) op(B)`` by :mod:`._small`'s loops (not both transposed; the weight matrix
-    of at most ``SMALL_WEIGHTS`` entries, as :func:`gemm` checks). A product with
-    one column of ``op(B)`` or one inner dimension runs in the layout whose loop is vectorised
-    along contiguous memory: ``A b`` as dot products of rows, ``A^T b`` as ``b^T A``, an outer
-    product ``a b^T`` as ``a`` times the row ``b^T``; ``A B^T`` otherwise as ``A`` times the
-    transpose of ``B`` (built on the stack)."""
-    if k == 0:
-        if not accumulate:
-            for i in range(m):
-                C[c_off + i * ldc:c_off + i * ldc + n] = 0.0
-        return
-    if trans_b:
-        if k == 1 and ldb == 1:  # B^T is one contiguous row
-            rows_times_matrix(m, n, 1, A, a_off, lda, 1, B, b_off, 1, C, c_off, ldc, accumulate)
-        elif n == 1:  # B is one row: dot products of A's rows with it
-            rows_dot_rows(m, 1, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, accumulate)
-        else:
-            rows_times_transposed(m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc,
-                                  accumulate)
-    elif n == 1 and ldb == 1 and ldc == 1:  # one contiguous column b, and of C
-        if trans_a:  # C^T = b^T A, A stored (k, m)
-            rows_times_matrix(1, m, k, B, b_off, 0, 1, A, a_off, lda, C, c_off, 0, accumulate)
-        else:  # dot products of A's rows with b
-            rows_dot_rows(m, 1, k, A, a_off, lda, B, b_off, k, C, c_off, 1, accumulate)
-    elif trans_a:
-        rows_times_matrix(m, n, k, A, a_off, 1, lda, B, b_off, ldb, C, c_off, ldc, accumulate)
-    else:
-        rows_times_matrix(m, n, k, A, a_off, lda, 1, B, b_off, ldb, C, c_off, ldc, accumulate)
 
 
 if config.DISABLE_JIT:

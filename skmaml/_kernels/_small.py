@@ -27,10 +27,13 @@ rows gives the same bits.
 Callers: :func:`._blas.gemm` chooses between these and BLAS.
 """
 
+import llvmlite.binding as llvm
 from llvmlite import ir
-from numba import types
+from numba import carray, cfunc, config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from ._config import JIT_OPTIONS
 
 _I32 = ir.IntType(32)
 
@@ -346,6 +349,98 @@ def rows_dot_rows(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ld
             rows(b.mul(loop.index, g.const(2)), 2)
         with b.if_then(b.icmp_signed("!=", b.mul(pairs, g.const(2)), m)):
             rows(b.sub(m, g.const(1)), 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# --------------------------------------------------------------------------------------------------
+# One compiled entry point per dtype
+# --------------------------------------------------------------------------------------------------
+# The loops above are a lot of IR. Emitted into every caller (gemm is called with two dozen
+# combinations of array types, and LLVM inlines what it is given), they made a first compile
+# three times as long. Instead they are compiled once per dtype into a C-callable function
+# (cached like every kernel) whose address is registered with LLVM under a fixed name, and
+# callers emit a call to that name, as they call BLAS's numba_xxgemm: resolved when the code is
+# loaded, so the callers stay cacheable.
+
+_ENTRY_NAMES = {types.float32: "skmaml_small_product_f32", types.float64: "skmaml_small_product_f64"}
+
+
+def _small_product_body(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, accumulate, C,
+                        c_off, ldc):
+    """``C (+)= op(A) op(B)`` by the loops above (not both transposed; ``k >= 1``; the weight
+    matrix of at most ``SMALL_WEIGHTS`` entries). A product with one column of ``op(B)`` or one
+    inner dimension runs in the layout whose loop is vectorised along contiguous memory: ``A b``
+    as dot products of rows, ``A^T b`` as ``b^T A``, an outer product ``a b^T`` as ``a`` times
+    the row ``b^T``; ``A B^T`` otherwise as ``A`` times the transpose of ``B``."""
+    if trans_b:
+        if k == 1 and ldb == 1:  # B^T is one contiguous row
+            rows_times_matrix(m, n, 1, A, a_off, lda, 1, B, b_off, 1, C, c_off, ldc, accumulate)
+        elif n == 1:  # B is one row: dot products of A's rows with it
+            rows_dot_rows(m, 1, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, accumulate)
+        else:
+            rows_times_transposed(m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc,
+                                  accumulate)
+    elif n == 1 and ldb == 1 and ldc == 1:  # one contiguous column b, and of C
+        if trans_a:  # C^T = b^T A, A stored (k, m)
+            rows_times_matrix(1, m, k, B, b_off, 0, 1, A, a_off, lda, C, c_off, 0, accumulate)
+        else:  # dot products of A's rows with b
+            rows_dot_rows(m, 1, k, A, a_off, lda, B, b_off, k, C, c_off, 1, accumulate)
+    elif trans_a:
+        rows_times_matrix(m, n, k, A, a_off, 1, lda, B, b_off, ldb, C, c_off, ldc, accumulate)
+    else:
+        rows_times_matrix(m, n, k, A, a_off, lda, 1, B, b_off, ldb, C, c_off, ldc, accumulate)
+
+
+def _entry(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, accumulate, c, c_off, ldc):
+    """The C-callable entry point: arrays over the raw pointers (their length is not used: the
+    loops index by offsets)."""
+    _small_product_body(trans_a != 0, trans_b != 0, m, n, k, carray(a, 1), a_off, lda,
+                        carray(b, 1), b_off, ldb, accumulate != 0, carray(c, 1), c_off, ldc)
+
+
+def _compile_entry(dtype):
+    pointer = types.CPointer(dtype)
+    i64 = types.int64
+    signature = types.void(i64, i64, i64, i64, i64, pointer, i64, i64, pointer, i64, i64, i64,
+                           pointer, i64, i64)
+    options = {key: value for key, value in JIT_OPTIONS.items() if key != "nogil"}
+    compiled = cfunc(signature, **options)(_entry)
+    llvm.add_symbol(_ENTRY_NAMES[dtype], compiled.address)
+    return compiled
+
+
+if not config.DISABLE_JIT:
+    from numba import njit as _njit
+
+    _small_product_body = _njit(**JIT_OPTIONS)(_small_product_body)
+    _ENTRIES = {dtype: _compile_entry(dtype) for dtype in _ENTRY_NAMES}
+
+
+@intrinsic
+def small_product(typingctx, trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, accumulate,
+                  C, c_off, ldc):
+    """A call of the compiled entry point of ``C``'s dtype (see above) on the arrays' data."""
+    dtype = _same_float_dtype(A, B, C)
+    if dtype is None:
+        return None
+    sig = types.void(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, accumulate, C,
+                     c_off, ldc)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fty = context.get_value_type(dtype).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i64] * 5 + [fty, i64, i64, fty, i64, i64, i64,
+                                                            fty, i64, i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _ENTRY_NAMES[dtype])
+        values = []
+        for i, (value, ty) in enumerate(zip(args, signature.args)):
+            if isinstance(ty, types.Array):
+                values.append(context.make_array(ty)(context, builder, value).data)
+            else:
+                values.append(context.cast(builder, value, ty, types.int64))
+        builder.call(fn, values)
         return context.get_dummy_value()
 
     return sig, codegen
