@@ -88,7 +88,10 @@ def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C
 
     Notes
     -----
-    The caller keeps the arrays alive and in bounds; nothing is checked here.
+    The caller keeps the arrays alive and in bounds; nothing is checked here. A product with
+    ``alpha = 1``, ``beta`` 0 or 1, not both operands transposed and a weight matrix (``op(B)``,
+    or ``C`` for ``A^T B``) of at most ``SMALL_WEIGHTS`` entries runs as the loops of
+    :mod:`._small`; any other through BLAS.
     """
     if m == 0 or n == 0:
         return
