@@ -359,7 +359,7 @@ def rows_dot_rows(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ld
 # --------------------------------------------------------------------------------------------------
 # The loops above are a lot of IR. Emitted into every caller (gemm is called with two dozen
 # combinations of array types, and LLVM inlines what it is given), they made a first compile
-# three times as long. Instead they are compiled once per dtype into a C-callable function
+# two and a half times as long. Instead they are compiled once per dtype into a C-callable function
 # (cached like every kernel) whose address is registered with LLVM under a fixed name, and
 # callers emit a call to that name, as they call BLAS's numba_xxgemm: resolved when the code is
 # loaded, so the callers stay cacheable.
@@ -405,6 +405,7 @@ def _compile_entry(dtype):
     i64 = types.int64
     signature = types.void(i64, i64, i64, i64, i64, pointer, i64, i64, pointer, i64, i64, i64,
                            pointer, i64, i64)
+    # A cfunc never holds the GIL (nogil is an option of njit's dispatchers only).
     options = {key: value for key, value in JIT_OPTIONS.items() if key != "nogil"}
     compiled = cfunc(signature, **options)(_entry)
     llvm.add_symbol(_ENTRY_NAMES[dtype], compiled.address)
@@ -435,7 +436,7 @@ def small_product(typingctx, trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off,
                                                             fty, i64, i64])
         fn = cgutils.get_or_insert_function(builder.module, fnty, _ENTRY_NAMES[dtype])
         values = []
-        for i, (value, ty) in enumerate(zip(args, signature.args)):
+        for value, ty in zip(args, signature.args):
             if isinstance(ty, types.Array):
                 values.append(context.make_array(ty)(context, builder, value).data)
             else:
