@@ -139,7 +139,8 @@ def test_nan_and_inf_in_the_operands_propagate():
         assert not np.isfinite(C).all()
 
 
-def test_the_small_path_is_taken_for_small_weights_only():
-    """SMALL_WEIGHTS splits the shapes the tests above cover on both sides."""
+def test_shapes_cover_both_paths():
+    """A guard on the tests above: their shapes reach both the loops and BLAS (it fails when
+    SMALL_WEIGHTS or SHAPES change so that one path goes untested)."""
     sizes = [(m if ta else k) * n for (m, n, k) in SHAPES for ta in (False, True)]
     assert min(sizes) <= SMALL_WEIGHTS < max(sizes)

@@ -89,19 +89,14 @@ def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C
     Notes
     -----
     The caller keeps the arrays alive and in bounds; nothing is checked here. A product with
-    ``alpha = 1``, ``beta`` 0 or 1, not both operands transposed and a weight matrix (``op(B)``,
-    or ``C`` for ``A^T B``) of at most ``SMALL_WEIGHTS`` entries runs as the loops of
+    ``k > 0``, ``alpha = 1``, ``beta`` 0 or 1, not both operands transposed and a weight matrix
+    (``op(B)``, or ``C`` for ``A^T B``) of at most ``SMALL_WEIGHTS`` entries runs as the loops of
     :mod:`._small`; any other through BLAS.
     """
     if m == 0 or n == 0:
         return
-    if alpha == 1.0 and (beta == 0.0 or beta == 1.0) and not (trans_a and trans_b) and (
+    if k > 0 and alpha == 1.0 and (beta == 0.0 or beta == 1.0) and not (trans_a and trans_b) and (
             (m if trans_a else k) * n <= SMALL_WEIGHTS):
-        if k == 0:
-            if beta == 0.0:
-                for i in range(m):
-                    C.reshape(-1)[c_off + i * ldc:c_off + i * ldc + n] = 0.0
-            return
         small_product(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, beta != 0.0, C,
                       c_off, ldc)
         return

@@ -40,7 +40,7 @@ _I32 = ir.IntType(32)
 # Products whose weight matrix (the (k, n) operand of op(A) B or A B^T; the (m, n) result of
 # A^T B, a weight gradient) has at most this many entries run as these loops (``_blas.gemm``),
 # larger ones through BLAS. Measured on one core (Zen 4; OpenBLAS's SkylakeX and Haswell
-# kernels), float32: the loops took 0.5-0.8 of BLAS's time at 40 x 40 weights on 10 rows with
+# kernels; one run each), float32: the loops took 0.5-0.8 of BLAS's time at 40 x 40 weights on 10 rows with
 # SkylakeX kernels (which have a small-matrix path) and 0.25-0.6 with Haswell's; at 64 x 64 BLAS
 # was faster with SkylakeX kernels, and at 100 x 100 on 1,000 rows with both. It bounds the
 # stack buffer of rows_times_transposed.
