@@ -170,6 +170,13 @@ def test_forward_and_loss_grad_vs_naive(activation, loss_kind, n_out, hidden):
     assert float(loss) == pytest.approx(naive.loss(theta, sizes, activation, X, y),
                                         rel=RTOL64, abs=ATOL64)
     assert_vec_close(g, naive.grad(theta, sizes, activation, X, y), what="loss_grad")
+    # The loss alone (a forward pass: query losses of assignments and validation) has the bits
+    # of loss_grad's, in either dtype.
+    assert _mlp.loss(theta, sizes, code, X, y) == loss
+    theta32 = theta.astype(np.float32)
+    X32, y32 = X.astype(np.float32), (y if y.ndim == 1 else y.astype(np.float32))
+    assert _mlp.loss(theta32, sizes, code, X32, y32) == k_loss_grad(theta32, sizes, code, X32,
+                                                                    y32)[0]
     np.testing.assert_array_equal(theta, theta_before)
 
 

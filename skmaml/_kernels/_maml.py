@@ -47,6 +47,7 @@ from ._mlp import (
     _weight_grad_rows,
     buffer_size,
     layer_offsets,
+    loss,
     loss_grad,
     n_params,
     network,
@@ -102,7 +103,7 @@ def adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq,
     its support loss at inner step ``k`` (before the ``k``-th update, ``k < n_inner_steps``, the
     loss each step computes anyway) and ``query_losses[t]`` the loss of its query rows after the
     ``n_inner_steps`` steps (rows as in :func:`meta_batch_grad`). The same operations in the same
-    order as :func:`inner_adapt` then :func:`._mlp.loss_grad` per task, so the same bits; one
+    order as :func:`inner_adapt` then :func:`._mlp.loss` per task, so the same bits; one
     call for a batch where those would cost a Python call per task.
 
     Parameters
@@ -126,9 +127,8 @@ def adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq,
             support_losses[t, k] = loss_grad(adapted, layer_sizes, activation, Xs[s0:s1],
                                              ys[s0:s1], grad)
             adapt_step(adapted, grad, rule, groups, k, adapted)
-        query_losses[t] = loss_grad(adapted, layer_sizes, activation,
-                                    Xq[q_offsets[t]:q_offsets[t + 1]],
-                                    yq[q_offsets[t]:q_offsets[t + 1]], grad)
+        query_losses[t] = loss(adapted, layer_sizes, activation,
+                               Xq[q_offsets[t]:q_offsets[t + 1]], yq[q_offsets[t]:q_offsets[t + 1]])
 
 
 @njit(**JIT_OPTIONS)

@@ -556,6 +556,20 @@ def loss_grad(theta, layer_sizes, activation, X, y, grad_out):
 
 
 @njit(**JIT_OPTIONS)
+def loss(theta, layer_sizes, activation, X, y):
+    """The loss of :func:`loss_grad` (the same bits) without its gradient: a forward pass and
+    the loss, no backward pass (arguments as there)."""
+    n = X.shape[0]
+    net = network(layer_sizes, activation)
+    work = np.empty((2, buffer_size(layer_sizes, n)), dtype=theta.dtype)
+    _forward_rows(theta, net, X, 0, Pass(work[0], work[1], work[0], work[1], n), 0, n, 1)
+    n_layers = layer_sizes.shape[0] - 1
+    out = _block_start(n, net.woffsets, n_layers, 0)
+    # The output gradient goes to the output block of A, which the loss does not read.
+    return _output_grad(work[0], out, n, layer_sizes[n_layers], y, 0, work[1], out)
+
+
+@njit(**JIT_OPTIONS)
 def hvp(theta, layer_sizes, activation, X, y, v, out):
     """Hessian-vector product of the loss: ``out = d2Loss/dtheta2 @ v``.
 
