@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import N_JOBS_CONSTRAINT, BaseMAML
 from ._kernels._config import ACTIVATION_CODES
 from ._kernels._maml import adaptation_losses, inner_adapt
+from ._tasks import ragged_take
 
 # Seeds of the components' random_state (RandomState takes 32-bit seeds).
 _COMPONENT_SEED_HIGH = 2**32 - 1
@@ -107,9 +108,10 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
        or an array of initial task labels.
     2. **Each of** ``n_rounds`` **rounds**: meta-train every component on its tasks,
        warm-started, for an equal share of what is left of its budget (in parallel over
-       components, through joblib), then assign every task to the component with the lowest
-       query loss after adapting to its support rows (averaged over ``n_assign_draws`` support
-       draws). A component left with fewer than two tasks is re-seeded with the worst-served tasks
+       components, through joblib), then assign tasks to the component with the lowest query
+       loss after adapting to their support rows (averaged over ``n_assign_draws`` support
+       draws): a fresh random sample of ``n_assign_tasks`` tasks, which the next round trains
+       on, and after the last round every task. A component left with fewer than two tasks is re-seeded with the worst-served tasks
        of the largest, so none stays empty or collapses onto another. A component whose training
        diverges keeps its last finite parameters (with a warning), and the next assignment decides
        what it serves.
@@ -154,6 +156,12 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         costs an adaptation of every component to every task at every assignment, which is most
         of a fit's time beyond the components' training when tasks are many (see
         :doc:`/task_memory`).
+    n_assign_tasks : int or None, default=2000
+        Tasks scored by each assignment but the last: a fresh random sample each time (the
+        initialisation's and every round's), which the next round trains on, so that an
+        assignment's cost does not grow with the number of tasks. The last assignment scores
+        every task (``labels_``, ``task_losses_``). None: every task every time. At least
+        ``2 * n_components``.
     routing : {"learned", "support_loss"}, default="learned"
         How a new task is routed (see above).
     warm_start : bool, default=False
@@ -211,6 +219,7 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         "n_rounds": [Interval(Integral, 1, None, closed="left")],
         "init": [StrOptions({"worst_served", "adaptation", "random"}), "array-like"],
         "n_assign_draws": [Interval(Integral, 1, None, closed="left")],
+        "n_assign_tasks": [Interval(Integral, 1, None, closed="left"), None],
         "routing": [StrOptions({"learned", "support_loss"})],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
@@ -222,13 +231,14 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
     __metadata_request__score = {"groups": True}
 
     def __init__(self, estimator, n_components=2, *, n_rounds=5, init="worst_served",
-                 n_assign_draws=4, routing="learned", warm_start=False, random_state=None,
-                 n_jobs=None, verbose=0):
+                 n_assign_draws=4, n_assign_tasks=2000, routing="learned", warm_start=False,
+                 random_state=None, n_jobs=None, verbose=0):
         self.estimator = estimator
         self.n_components = n_components
         self.n_rounds = n_rounds
         self.init = init
         self.n_assign_draws = n_assign_draws
+        self.n_assign_tasks = n_assign_tasks
         self.routing = routing
         self.warm_start = warm_start
         self.random_state = random_state
@@ -277,9 +287,15 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         if task_set.n_tasks < self.n_components:
             raise ValueError(f"n_components={self.n_components} is more than the "
                              f"{task_set.n_tasks} training tasks.")
+        if self.n_assign_tasks is not None and self.n_assign_tasks < 2 * self.n_components:
+            raise ValueError(f"n_assign_tasks={self.n_assign_tasks} leaves fewer than two tasks "
+                             f"per component: use at least 2 * n_components = "
+                             f"{2 * self.n_components}, or None.")
         # Every assignment of this fit scores the components on the same support draws, so a
         # component's column of losses is computed once per change of it.
         draws = self._assignment_draws(prototype, task_set, rng)
+        # The tasks that labels and losses refer to: every task, or a sample (n_assign_tasks).
+        sample = np.arange(task_set.n_tasks)
         if warm:
             components = [copy.deepcopy(c) for c in self.estimators_]
             for c in components:  # the encoding learned now on all tasks, shared
@@ -293,8 +309,9 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
             _train_component(prototype, task_set, hidden, n_outputs, n_query)
             self.init_estimator_ = prototype
             if isinstance(self.init, str) and self.init == "worst_served":
+                sample = self._assignment_sample(task_set.n_tasks, rng)
                 components, losses = self._grow_from_worst_served(
-                    prototype, task_set, hidden, n_outputs, n_query, draws, rng)
+                    prototype, task_set, sample, hidden, n_outputs, n_query, draws, rng)
                 labels = np.argmin(losses, axis=1)
             else:
                 labels = self._initial_labels(prototype, task_set, rng)
@@ -302,7 +319,6 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
                 losses = np.column_stack([self._task_losses([prototype], task_set, draws)]
                                          * self.n_components)
             targets = [max_iter] * len(components)
-        self._round_labels = [labels.copy()]
         for r in range(self.n_rounds):
             labels = self._reseed_small(labels, losses)
             seeds = rng.randint(0, _COMPONENT_SEED_HIGH, size=len(components), dtype=np.int64)
@@ -313,16 +329,19 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
                     continue
                 component.set_params(max_iter=share, warm_start=True, random_state=int(seeds[j]))
                 jobs.append(delayed(_train_component)(
-                    component, task_set.subset(np.flatnonzero(labels == j)), hidden, n_outputs,
-                    n_query))
+                    component, task_set.subset(sample[labels == j]), hidden, n_outputs, n_query))
                 trained.append(j)
             for j, component in zip(trained, Parallel(n_jobs=self.n_jobs)(jobs)):
                 components[j] = component
-            losses = self._task_losses(components, task_set, draws)
+            # The last assignment scores every task (labels_, task_losses_, the router's labels).
+            sample = (np.arange(task_set.n_tasks) if r == self.n_rounds - 1
+                      else self._assignment_sample(task_set.n_tasks, rng))
+            losses = self._task_losses(components, task_set, draws, sample)
             labels = np.argmin(losses, axis=1)
-            self._round_labels.append(labels.copy())
             if self.verbose:
-                print(f"MAMLMixture round {r + 1}/{self.n_rounds}: tasks per component "
+                scored = ("" if sample.shape[0] == task_set.n_tasks else
+                          f" (of {sample.shape[0]} tasks drawn)")
+                print(f"MAMLMixture round {r + 1}/{self.n_rounds}: tasks per component{scored} "
                       f"{np.bincount(labels, minlength=len(components)).tolist()}", flush=True)
         used = np.unique(labels)
         if used.shape[0] < len(components):
@@ -357,14 +376,25 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
                 for seed in rng.randint(0, _COMPONENT_SEED_HIGH, size=self.n_assign_draws,
                                         dtype=np.int64)]
 
-    def _task_losses(self, components, task_set, draws):
-        """``(n_tasks, len(components))`` query losses after adapting each component to each
-        support draw of each task, averaged over the draws (non-finite as inf); the components
-        in parallel (joblib threads: the kernels release the GIL)."""
+    def _assignment_sample(self, n_tasks, rng):
+        """The tasks an assignment before the last scores: ``n_assign_tasks`` of them drawn
+        without replacement (in task order), or every task."""
+        if self.n_assign_tasks is None or self.n_assign_tasks >= n_tasks:
+            return np.arange(n_tasks)
+        return np.sort(rng.choice(n_tasks, self.n_assign_tasks, replace=False))
+
+    def _task_losses(self, components, task_set, draws, tasks=None):
+        """``(len(tasks), len(components))`` query losses after adapting each component to each
+        support draw of each of ``tasks`` (default every task), averaged over the draws
+        (non-finite as inf); the components in parallel (joblib threads: the kernels release the
+        GIL)."""
+        if tasks is not None and tasks.shape[0] < task_set.n_tasks:
+            draws = [self._draw_of(draw, tasks) for draw in draws]
+
         def column(component):
             params, layer_sizes = component._theta()
             activation = ACTIVATION_CODES[component.activation]
-            losses = np.zeros(task_set.n_tasks)
+            losses = np.zeros(draws[0][2].shape[0] - 1)
             for s_rows, ys, s_off, q_rows, yq, q_off in draws:
                 losses += component._query_losses(
                     params, layer_sizes, activation,
@@ -375,6 +405,14 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
             delayed(column)(c) for c in components)
         losses = np.column_stack(columns)
         return np.where(np.isfinite(losses), losses, np.inf)
+
+    @staticmethod
+    def _draw_of(draw, tasks):
+        """The support draw of the tasks ``tasks`` only."""
+        s_rows, ys, s_off, q_rows, yq, q_off = draw
+        s_take, s_new = ragged_take(s_off, tasks)
+        q_take, q_new = ragged_take(q_off, tasks)
+        return s_rows[s_take], ys[s_take], s_new, q_rows[q_take], yq[q_take], q_new
 
     def _initial_labels(self, prototype, task_set, rng):
         if self.n_components == 1:
@@ -406,20 +444,21 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
                         random_state=rng.randint(0, 2**31 - 1))
         return kmeans.fit_predict(features).astype(np.int64)
 
-    def _grow_from_worst_served(self, prototype, task_set, hidden, n_outputs, n_query, draws,
-                                rng):
+    def _grow_from_worst_served(self, prototype, task_set, sample, hidden, n_outputs, n_query,
+                                draws, rng):
         """Components one at a time: each new one is a copy of the initialisation trained for one
-        round on the share of tasks the current components serve worst (highest best loss).
-        Returns the components and their ``(n_tasks, k)`` losses."""
+        round on the share of the tasks ``sample`` that the current components serve worst
+        (highest best loss). Returns the components and their ``(len(sample), k)`` losses."""
         components = [prototype]
-        losses = self._task_losses(components, task_set, draws)
+        losses = self._task_losses(components, task_set, draws, sample)
         while len(components) < self.n_components:
-            worst = self._worst_served(losses)[:task_set.n_tasks // (len(components) + 1)]
+            worst = self._worst_served(losses)[:sample.shape[0] // (len(components) + 1)]
             new = copy.deepcopy(prototype)
             new.set_params(random_state=int(rng.randint(0, _COMPONENT_SEED_HIGH)))
-            _train_component(new, task_set.subset(np.sort(worst)), hidden, n_outputs, n_query)
+            _train_component(new, task_set.subset(sample[np.sort(worst)]), hidden, n_outputs,
+                             n_query)
             components.append(new)
-            losses = np.column_stack([losses, self._task_losses([new], task_set, draws)])
+            losses = np.column_stack([losses, self._task_losses([new], task_set, draws, sample)])
         return components, losses
 
     def _worst_served(self, losses):

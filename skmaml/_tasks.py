@@ -62,20 +62,28 @@ class TaskSet:
         """The tasks ``task_indices`` (in that order) as a new TaskSet, with their targets and
         support sizes when set."""
         task_indices = np.asarray(task_indices, dtype=np.int64)
-        rows = np.concatenate(
-            [np.arange(self.offsets[t], self.offsets[t + 1]) for t in task_indices]
-        ) if task_indices.size else np.zeros(0, dtype=np.int64)
-        sizes = self.sizes()[task_indices]
+        rows, offsets = ragged_take(self.offsets, task_indices)
         return TaskSet(
             X=np.ascontiguousarray(self.X[rows]),
             y=np.ascontiguousarray(self.y[rows]),
-            offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            offsets=offsets,
             fixed_support=self.fixed_support[task_indices].copy(),
             names=[self.names[t] for t in task_indices],
             targets=None if self.targets is None else np.ascontiguousarray(self.targets[rows]),
             support_sizes=(None if self.support_sizes is None
                            else self.support_sizes[task_indices].copy()),
         )
+
+
+def ragged_take(offsets, indices):
+    """Rows and offsets of the parts ``indices`` (in that order) of a ragged array whose part
+    ``t`` is rows ``offsets[t]:offsets[t + 1]``: ``(rows, new_offsets)``, int64."""
+    indices = np.asarray(indices, dtype=np.int64)
+    sizes = offsets[indices + 1] - offsets[indices]
+    new_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    rows = np.arange(new_offsets[-1], dtype=np.int64) + np.repeat(
+        offsets[indices] - new_offsets[:-1], sizes)
+    return rows, new_offsets
 
 
 def _is_ready(array, ensure_2d, dtype):

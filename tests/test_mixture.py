@@ -131,6 +131,53 @@ def test_assignment_draws_are_averaged():
         _mixture(n_assign_draws=0).fit(tasks)
 
 
+def test_assignments_before_the_last_score_a_sample_of_tasks(monkeypatch):
+    """n_assign_tasks: each assignment but the last scores a fresh sample of that many tasks,
+    and the round after it trains the components on those tasks only (together, all of them);
+    the last scores every task. A sample of at least every task is the full assignment (the same
+    mixture as None); the same seed gives the same mixture whatever n_jobs; too small a sample
+    is refused."""
+    import skmaml._mixture as mixture_module
+
+    tasks, _ = _families(40)
+    trained_on = []
+    real_train = mixture_module._train_component
+
+    def recording(component, task_set, *args):
+        trained_on.append(sorted(task_set.names))
+        return real_train(component, task_set, *args)
+
+    monkeypatch.setattr(mixture_module, "_train_component", recording)
+    sampled = _mixture(n_assign_tasks=10, n_rounds=3).fit(tasks)
+    # The initial MAML (every task), the grown component, then two components per round.
+    assert [len(t) for t in trained_on[:2]] == [40, 5]
+    rounds = [trained_on[i] + trained_on[i + 1] for i in range(2, 8, 2)]
+    assert [len(r) for r in rounds] == [10, 10, 10]
+    assert all(len(set(r)) == 10 for r in rounds) and rounds[1] != rounds[2]
+    assert sampled.labels_.shape == (40,) and sampled.task_losses_.shape == (40, 2)
+    np.testing.assert_array_equal(sampled.labels_, np.argmin(sampled.task_losses_, axis=1))
+    monkeypatch.setattr(mixture_module, "_train_component", real_train)
+
+    _assert_same_mixture(_mixture(n_assign_tasks=40).fit(tasks),
+                         _mixture(n_assign_tasks=None).fit(tasks))
+    _assert_same_mixture(sampled, _mixture(n_assign_tasks=10, n_rounds=3, n_jobs=2).fit(tasks))
+    with pytest.raises(ValueError, match="n_assign_tasks=3 leaves fewer than two tasks"):
+        _mixture(n_assign_tasks=3).fit(tasks)
+
+
+def test_ragged_take():
+    """The rows of chosen parts of a ragged array (task subsets, a sample's support draws), in
+    the order asked, repeated or empty parts included."""
+    from skmaml._tasks import ragged_take
+
+    offsets = np.array([0, 3, 3, 7, 9])
+    rows, new = ragged_take(offsets, [3, 0, 2, 1, 0])
+    np.testing.assert_array_equal(rows, [7, 8, 0, 1, 2, 3, 4, 5, 6, 0, 1, 2])
+    np.testing.assert_array_equal(new, [0, 2, 5, 9, 9, 12])
+    rows, new = ragged_take(offsets, np.array([], dtype=np.int64))
+    assert rows.shape == (0,) and new.tolist() == [0]
+
+
 def test_initial_labels_are_used_and_checked():
     tasks, families = _families(30)
     labels = (families == "linear").astype(int)
