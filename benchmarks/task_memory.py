@@ -17,8 +17,9 @@ order, Adam 0.001, meta-batch 25):
 * **one MAML** for all tasks, all of the budget;
 * **the mixture**, ``MAMLMixture(..., n_components=k)`` with k the number of families, each
   component ``budget / k`` meta-iterations (counted from the initial single MAML it descends
-  from); and the same mixture assigning tasks by one support draw instead of four
-  (``n_assign_draws=1``: cheaper assignments, noisier);
+  from), routed (``combine="route"``) and with its components' predictions averaged by the
+  router's probabilities (``combine="average"``); and the same mixture assigning tasks by one
+  support draw instead of four (``n_assign_draws=1``: cheaper assignments, noisier);
 * **oracle**: one MAML per family, ``budget / k`` each, trained on that family's tasks only and
   routed by the true family at test time (what a perfect memory would do).
 
@@ -106,13 +107,18 @@ def query_mse(test, predict_task):
 
 def mixture_on(mixture, test):
     """The mixture's query MSE and route of each test task (routed once, then that component
-    adapted: what ``mixture.adapt`` does), and the query MSE of the component that would have
+    adapted: what ``mixture.adapt`` does), the query MSE of the component that would have
     served each task best (chosen in hindsight, on the query rows: not attainable, it separates
-    what the components can do from what routing picks)."""
+    what the components can do from what routing picks), and that of the components' predictions
+    averaged with the router's probabilities as weights (``combine="average"``)."""
     routes = np.array([mixture.route(X[:N_SUPPORT], y[:N_SUPPORT]) for X, y in test])
-    every = np.column_stack([query_mse(test, lambda t, Xs, ys, Xq: c.adapt(Xs, ys).predict(Xq))
-                             for c in mixture.estimators_])
-    return every[np.arange(len(test)), routes], routes, every.min(axis=1)
+    predictions = [np.array([c.adapt(X[:N_SUPPORT], y[:N_SUPPORT]).predict(X[N_SUPPORT:])
+                             for c in mixture.estimators_]) for X, y in test]
+    every = np.array([np.mean((p - y[N_SUPPORT:]) ** 2, axis=1)
+                      for p, (X, y) in zip(predictions, test)])
+    averaged = np.array([np.mean((mixture.route_proba(X[:N_SUPPORT], y[:N_SUPPORT]) @ p
+                                  - y[N_SUPPORT:]) ** 2) for p, (X, y) in zip(predictions, test)])
+    return every[np.arange(len(test)), routes], routes, every.min(axis=1), averaged
 
 
 def run(report, families, args):
@@ -162,8 +168,9 @@ def run(report, families, args):
                 for a, b in zip(parallel.estimators_, mixture.estimators_))
             notes.append("n_jobs=2 gives %s mixture (labels and parameters)."
                          % ("the same" if same else "a DIFFERENT"))
-        mse, routes, hindsight = mixture_on(mixture, test)
+        mse, routes, hindsight, averaged = mixture_on(mixture, test)
         evaluate("mixture, k = %d, %d it. each" % (k, per_component), mse)
+        evaluate("  the same, components averaged (combine='average')", averaged)
         evaluate("  its best component per task, in hindsight (not attainable)", hindsight)
         t0 = time.perf_counter()
         one_draw = MAMLMixture(base_estimator(per_component, args.random_state), n_components=k,
@@ -241,7 +248,7 @@ def k_sweep(report, args):
                                   random_state=args.random_state, n_jobs=args.n_jobs).fit(train)
             seconds = time.perf_counter() - t0
             validation[k] = -scorer(mixture, X_val, y_val, groups=g_val)
-            mse, routes, hindsight = mixture_on(mixture, test)
+            mse, routes, hindsight, _ = mixture_on(mixture, test)
         accuracy = routing_accuracy(routes, test_codes, max(mixture.n_components_, n_fam),
                                     n_fam)
         rows.append([k, mixture.n_components_, "%.3f" % validation[k], mean_ci(mse),

@@ -15,9 +15,10 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import check_random_state
+from sklearn.utils import ClassifierTags, RegressorTags, Tags, TargetTags, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -164,6 +165,13 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         ``2 * n_components``.
     routing : {"learned", "support_loss"}, default="learned"
         How a new task is routed (see above).
+    combine : {"route", "average"}, default="route"
+        What :meth:`adapt` returns. ``"route"``: the routed component adapted to the support
+        rows. ``"average"``: every component adapted to them, its predictions (regression) or
+        class probabilities (classification) averaged with the learned router's probability of
+        each component as weight (needs ``routing="learned"``): a task the router is unsure of
+        gets a compromise instead of a confident mistake, which bounds the worst tasks' loss
+        (:doc:`/task_memory`), for k adaptations per task instead of one.
     warm_start : bool, default=False
         Continue from the fitted components, for another ``estimator.max_iter`` meta-iterations
         each: with a larger ``n_components``, each new component starts as a copy of the one
@@ -221,6 +229,7 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         "n_assign_draws": [Interval(Integral, 1, None, closed="left")],
         "n_assign_tasks": [Interval(Integral, 1, None, closed="left"), None],
         "routing": [StrOptions({"learned", "support_loss"})],
+        "combine": [StrOptions({"route", "average"})],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
         "n_jobs": N_JOBS_CONSTRAINT,
@@ -231,8 +240,8 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
     __metadata_request__score = {"groups": True}
 
     def __init__(self, estimator, n_components=2, *, n_rounds=5, init="worst_served",
-                 n_assign_draws=4, n_assign_tasks=2000, routing="learned", warm_start=False,
-                 random_state=None, n_jobs=None, verbose=0):
+                 n_assign_draws=4, n_assign_tasks=2000, routing="learned", combine="route",
+                 warm_start=False, random_state=None, n_jobs=None, verbose=0):
         self.estimator = estimator
         self.n_components = n_components
         self.n_rounds = n_rounds
@@ -240,6 +249,7 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         self.n_assign_draws = n_assign_draws
         self.n_assign_tasks = n_assign_tasks
         self.routing = routing
+        self.combine = combine
         self.warm_start = warm_start
         self.random_state = random_state
         self.n_jobs = n_jobs
@@ -266,6 +276,9 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         self : object
         """
         self._validate_params()
+        if self.combine == "average" and self.routing != "learned":
+            raise ValueError("combine='average' weights the components by the learned router's "
+                             "probabilities: it needs routing='learned'.")
         if not isinstance(self.estimator, BaseMAML):
             raise TypeError("MAMLMixture needs a MAMLRegressor or MAMLClassifier as estimator, "
                             f"got {type(self.estimator).__name__}.")
@@ -584,15 +597,58 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         losses = self.support_losses(X, y, n_inner_steps)
         return int(np.argmin(np.where(np.isfinite(losses), losses, np.inf)))
 
+    def route_proba(self, X, y):
+        """The learned router's probability of each component for a task's support rows
+        ``X, y`` (``routing="learned"``): shape ``(n_components_,)``; one component in use has
+        probability 1."""
+        check_is_fitted(self)
+        if self.routing != "learned":
+            raise ValueError("route_proba needs routing='learned'; with routing="
+                             f"{self.routing!r} see support_losses.")
+        proba = np.zeros(self.n_components_)
+        if self.router_ is None:
+            proba[0] = 1.0
+            return proba
+        X, y_kernel, _ = self.estimators_[0]._adapt_input(X, y)
+        features = self._routing_features(X, y_kernel, np.array([0, X.shape[0]], dtype=np.int64))
+        # Components the router never saw as a label (its classes_) get probability 0.
+        proba[self.router_.classes_] = self.router_.predict_proba(features)[0]
+        return proba
+
     def adapt(self, X, y, n_inner_steps=None):
-        """Route a new task by its support rows, then adapt that component to them.
+        """Route a new task by its support rows, then adapt that component to them
+        (``combine="route"``), or adapt every component and weight them by the router's
+        probabilities (``combine="average"``).
 
         Returns
         -------
         model : estimator
-            The adapted copy of the chosen component (see ``estimator.adapt``).
+            ``combine="route"``: the adapted copy of the chosen component (see
+            ``estimator.adapt``). ``"average"``: an :class:`AveragedModel` of the adapted
+            components.
         """
-        return self.estimators_[self.route(X, y, n_inner_steps)].adapt(X, y, n_inner_steps)
+        if self.combine == "route":
+            return self.estimators_[self.route(X, y, n_inner_steps)].adapt(X, y, n_inner_steps)
+        weights = self.route_proba(X, y)
+        models = []
+        for j, component in enumerate(self.estimators_):
+            if weights[j] == 0:
+                models.append(None)
+                continue
+            try:
+                models.append(component.adapt(X, y, n_inner_steps))
+            except ValueError as exc:
+                # A component whose adaptation to these rows diverges drops out of the average
+                # (as routing sends such a task elsewhere); if every one diverges, say so.
+                if "diverged" not in str(exc):
+                    raise
+                models.append(None)
+        kept = np.array([m is not None for m in models])
+        if not kept.any():
+            raise ValueError("Adaptation diverged for every component with a non-zero routing "
+                             "probability: lower the components' inner_lr or n_inner_steps.")
+        return AveragedModel([m for m in models if m is not None],
+                             weights[kept] / weights[kept].sum())
 
     # ---------------------------------------------------------------------------------------------
     # Few-shot scoring
@@ -624,6 +680,9 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
                     kwargs = {} if w is None else {"sample_weight": w}
                     scores.append(scorer(model, Xq, first._decode_targets(yq_kernel), **kwargs))
                     continue
+                if isinstance(model, AveragedModel):  # its metric on its averaged outputs
+                    scores.append(model.score(Xq, first._decode_targets(yq_kernel), w))
+                    continue
                 # The components' own metric (R², accuracy) on the adapted parameters.
                 params, layer_sizes = model._theta()
                 theta = params[:model._layout(layer_sizes).n_theta]
@@ -643,3 +702,59 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
         return tags
+
+
+class AveragedModel:
+    """The components of a :class:`MAMLMixture` adapted to one task, their outputs averaged
+    with weights (``MAMLMixture(combine="average").adapt``).
+
+    Regression: ``predict`` is the weighted mean of the adapted components' predictions.
+    Classification: ``predict_proba`` is the weighted mean of their class probabilities and
+    ``predict`` its most probable class. ``score`` is R² or accuracy, as the components'.
+
+    Attributes
+    ----------
+    estimators_ : list of estimator
+        The adapted components with a non-zero weight.
+    weights_ : ndarray of shape ``(len(estimators_),)``
+        Their weights (the router's probabilities, renormalised over them), summing to 1.
+    classes_ : ndarray
+        The classes (classification).
+    """
+
+    def __init__(self, estimators, weights):
+        self.estimators_ = estimators
+        self.weights_ = np.asarray(weights, dtype=np.float64)
+        self._classifier = hasattr(estimators[0], "predict_proba")
+        if self._classifier:
+            self.classes_ = estimators[0].classes_
+
+    def predict_proba(self, X):
+        """Weighted mean of the adapted components' class probabilities (classification)."""
+        if not self._classifier:
+            raise AttributeError("predict_proba: the components are regressors.")
+        return np.tensordot(self.weights_, [m.predict_proba(X) for m in self.estimators_], 1)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba` (classification)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """The weighted mean prediction (regression) or the most probable class."""
+        if self._classifier:
+            return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        return np.tensordot(self.weights_, [m.predict(X) for m in self.estimators_], 1)
+
+    def score(self, X, y, sample_weight=None):
+        """R² (regression) or accuracy (classification) on ``X, y``."""
+        metric = accuracy_score if self._classifier else r2_score
+        return metric(y, self.predict(X), sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        # What scikit-learn's scorers read to call predict or predict_proba.
+        classifier = self._classifier
+        return Tags(estimator_type="classifier" if classifier else "regressor",
+                    target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags() if classifier else None,
+                    regressor_tags=None if classifier else RegressorTags())

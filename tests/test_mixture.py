@@ -17,7 +17,8 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
 from helpers import classification_data
-from skmaml import FewShotScorer, MAMLClassifier, MAMLMixture, MAMLRegressor, adapt
+from skmaml import (AveragedModel, FewShotScorer, MAMLClassifier, MAMLMixture,
+                    MAMLRegressor, adapt)
 from skmaml.datasets import _flatten, make_family_tasks
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -224,6 +225,61 @@ def test_classifier_regimes(task_labels):
     model = mixture.adapt(X[g == 0], y[g == 0])
     assert set(model.predict(X[g == 0])) <= set(y[g == 0])
     assert 0 <= mixture.score(X, y, g) <= 1
+    # Averaged: the components' class probabilities, weighted by the router's.
+    mixture.set_params(combine="average")
+    averaged = mixture.adapt(X[g == 0], y[g == 0])
+    weights = mixture.route_proba(X[g == 0], y[g == 0])
+    expected = sum(w * c.adapt(X[g == 0], y[g == 0]).predict_proba(X[g == 0])
+                   for w, c in zip(weights, mixture.estimators_))
+    np.testing.assert_allclose(averaged.predict_proba(X[g == 0]), expected, rtol=1e-12)
+    np.testing.assert_array_equal(averaged.predict(X[g == 0]),
+                                  averaged.classes_[np.argmax(expected, axis=1)])
+    assert 0 <= mixture.score(X, y, g) <= 1
+    log_loss = FewShotScorer("neg_log_loss", n_support=2)(mixture, X, y, groups=g)
+    assert np.isfinite(log_loss) and log_loss < 0
+
+
+def test_averaged_adaptation(fitted):
+    """combine="average": every component adapted, predictions weighted by route_proba (which
+    sums to 1 and whose argmax is the route); the few-shot score and scorers use the average; a
+    component whose adaptation diverges drops out of it; and it needs the learned router."""
+    mixture, tasks, _ = fitted
+    averaged_mixture = clone(mixture).set_params(combine="average")
+    averaged_mixture.__dict__.update({k: v for k, v in vars(mixture).items()
+                                      if k.endswith("_")})  # the same fitted memory
+    X, y = tasks[3]
+    Xs, ys, Xq = X[:5], y[:5], X[5:]
+    weights = mixture.route_proba(Xs, ys)
+    assert weights.shape == (2,) and weights.sum() == pytest.approx(1)
+    assert np.argmax(weights) == mixture.route(Xs, ys) and 0 < weights.min()
+    model = averaged_mixture.adapt(Xs, ys)
+    assert isinstance(model, AveragedModel)
+    np.testing.assert_allclose(model.weights_, weights)
+    expected = sum(w * c.adapt(Xs, ys).predict(Xq) for w, c in zip(weights, mixture.estimators_))
+    np.testing.assert_allclose(model.predict(Xq), expected, rtol=1e-12)
+    assert model.score(Xq, y[5:]) == pytest.approx(1 - np.sum((y[5:] - expected) ** 2)
+                                                   / np.sum((y[5:] - y[5:].mean()) ** 2))
+    X_all, y_all, groups = _flatten(tasks)
+    assert averaged_mixture.score(X_all, y_all, groups) != mixture.score(X_all, y_all, groups)
+    scorer = FewShotScorer("neg_mean_squared_error", n_support=5)
+    assert np.isfinite(scorer(averaged_mixture, X_all, y_all, groups=groups))
+
+    # A component that diverges on the task drops out of the average.
+    broken = pickle.loads(pickle.dumps(averaged_mixture))
+    broken.estimators_[0].inner_lr = 1e300
+    with pytest.raises(ValueError, match="Adaptation diverged"):
+        broken.estimators_[0].adapt(Xs, ys)
+    alone = broken.adapt(Xs, ys)
+    assert len(alone.estimators_) == 1 and alone.weights_.tolist() == [1.0]
+    np.testing.assert_array_equal(alone.predict(Xq), mixture.estimators_[1].adapt(Xs, ys)
+                                  .predict(Xq))
+    broken.estimators_[1].inner_lr = 1e300
+    with pytest.raises(ValueError, match="diverged for every component"):
+        broken.adapt(Xs, ys)
+    with pytest.raises(ValueError, match="needs routing='learned'"):
+        _mixture(combine="average", routing="support_loss").fit(tasks)
+    with pytest.raises(ValueError, match="route_proba needs routing='learned'"):
+        broken.set_params(routing="support_loss").route_proba(Xs, ys)
 
 
 def test_grid_search_tunes_the_base_estimator():
