@@ -112,10 +112,10 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
        components, through joblib), then assign tasks to the component with the lowest query
        loss after adapting to their support rows (averaged over ``n_assign_draws`` support
        draws): a fresh random sample of ``n_assign_tasks`` tasks, which the next round trains
-       on, and after the last round every task. A component left with fewer than two tasks is re-seeded with the worst-served tasks
-       of the largest, so none stays empty or collapses onto another. A component whose training
-       diverges keeps its last finite parameters (with a warning), and the next assignment decides
-       what it serves.
+       on, and after the last round every task. A component left with fewer than two tasks is
+       re-seeded with the worst-served tasks of the largest, so none stays empty or collapses
+       onto another. A component whose training diverges keeps its last finite parameters (with
+       a warning), and the next assignment decides what it serves.
 
     Every component thus trains ``estimator.max_iter`` meta-iterations in all, counted from the
     start of the single MAML it descends from (a ``warm_start`` fit: ``max_iter`` more), so a

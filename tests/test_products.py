@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from skmaml._kernels._blas import SMALL_WEIGHTS, gemm
+from skmaml._kernels._blas import SMALL_WEIGHTS, gemm, small_affine
 
 
 @njit
@@ -144,3 +144,52 @@ def test_shapes_cover_both_paths():
     SMALL_WEIGHTS or SHAPES change so that one path goes untested)."""
     sizes = [(m if ta else k) * n for (m, n, k) in SHAPES for ta in (False, True)]
     assert min(sizes) <= SMALL_WEIGHTS < max(sizes)
+
+
+@njit
+def _layer(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off, relu):
+    return small_affine(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off,
+                        relu)
+
+
+@njit
+def _separate_passes(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off,
+                     relu):
+    gemm(False, False, m, n, k, 1.0, A, a_off, lda, W, w_off, ldw, 0.0, Z, z_off, ldz)
+    for i in range(m):
+        for j in range(n):
+            Z[z_off + i * ldz + j] += W[b_off + j]
+            if relu:
+                z = Z[z_off + i * ldz + j]
+                R[r_off + i * ldz + j] = z if z > 0 else 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("m,n,k", [s for s in SHAPES if s[0] > 0] + [(0, 40, 40), (6, 2, 40)])
+def test_a_fused_layer_has_the_bits_of_its_separate_passes(m, n, k, relu, dtype):
+    """small_affine (Z = A W + b, R = relu(Z) in the product's pass) gives exactly the bits of
+    the product, then the bias add, then relu, writes nothing outside its blocks (R not at all
+    without relu), keeps NaN in Z and maps it to 0 in R as relu does; and declines, writing
+    nothing, the layers whose product is not one of its loops (one output, large weights)."""
+    rng = np.random.default_rng(m * 10000 + n * 100 + k + relu)
+    pad = 3
+    A = rng.standard_normal(pad + m * (k + pad)).astype(dtype)
+    W = rng.standard_normal(pad + k * (n + pad) + n).astype(dtype)
+    b_off = pad + k * (n + pad)
+    if m:
+        A[pad] = np.nan  # row 0 of Z is NaN, and relu of it 0
+    Z, R = (rng.standard_normal(pad + m * (n + pad) + pad).astype(dtype) for _ in range(2))
+    Z_ref, R_ref = Z.copy(), R.copy()
+    args = (m, n, k, A, pad, k + pad, W, pad, n + pad, b_off)
+    fused = _layer(*args, Z, pad, n + pad, R, pad, relu)
+    runs_as_loops = m > 0 and k > 0 and n > 1 and k * n <= SMALL_WEIGHTS
+    assert fused == runs_as_loops
+    if not fused:
+        np.testing.assert_array_equal(Z, Z_ref)
+        np.testing.assert_array_equal(R, R_ref)
+        return
+    _separate_passes(*args, Z_ref, pad, n + pad, R_ref, pad, relu)
+    np.testing.assert_array_equal(Z.view(np.uint8), Z_ref.view(np.uint8))
+    np.testing.assert_array_equal(R.view(np.uint8), R_ref.view(np.uint8))
+    assert np.isnan(Z[pad:pad + n]).all() and (not relu or (R[pad:pad + n] == 0).all())

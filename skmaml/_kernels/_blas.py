@@ -17,7 +17,7 @@ from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
 from ._config import JIT_OPTIONS
-from ._small import SMALL_WEIGHTS, small_product
+from ._small import SMALL_WEIGHTS, small_layer, small_product
 
 ensure_blas()  # fails early, with numba's message, if SciPy's BLAS is missing
 
@@ -106,6 +106,20 @@ def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C
                    n, m, k, alpha, B, b_off, ldb, A, a_off, lda, beta, C, c_off, ldc)
 
 
+@njit(**JIT_OPTIONS)
+def small_affine(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off, relu):
+    """A layer in one pass, when its product runs as the loops of :mod:`._small`: ``Z = A W + b``
+    (``A`` the ``(m, k)`` block at ``a_off``, ``W`` the ``(k, n)`` block at ``w_off``, ``b`` the
+    ``n`` entries of ``W``'s array at ``b_off``) and, with ``relu``, ``R = relu(Z)`` (the block
+    of ``R`` at ``r_off``, row stride ``ldz``). Returns False, having written nothing, when the
+    product would not run as those loops (or as their dot products, ``n = 1``): the caller then
+    runs :func:`gemm`, the bias add and the activation, which give the same bits."""
+    if m == 0 or k == 0 or n < 2 or k * n > SMALL_WEIGHTS:
+        return False
+    small_layer(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off, relu)
+    return True
+
+
 if config.DISABLE_JIT:
     # With NUMBA_DISABLE_JIT=1 (coverage runs of the kernel bodies) the intrinsic above cannot run;
     # the same product through NumPy on strided views keeps every kernel executable as Python.
@@ -126,3 +140,7 @@ if config.DISABLE_JIT:
         product = alpha * (op_a @ op_b) if k else np.zeros((m, n), dtype=C.dtype)
         # BLAS semantics: beta == 0 overwrites C without reading it (NaN in C must not leak).
         out[...] = product if beta == 0 else product + beta * out
+
+    def small_affine(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off,
+                     relu):  # noqa: D103 - the callers' separate passes run instead
+        return False

@@ -46,7 +46,7 @@ from numba import njit
 from numba.core import types
 from numba.extending import overload
 
-from ._blas import gemm
+from ._blas import gemm, small_affine
 from ._config import JIT_OPTIONS, LOGISTIC, RELU, TANH
 
 # --------------------------------------------------------------------------------------------------
@@ -332,14 +332,26 @@ def _forward_rows(theta, net, X, x0, buf, r0, n, first_layer):
         n_in = layer_sizes[l - 1]
         width = layer_sizes[l]
         out = _block_start(n_buf, woffsets, l, r0)
+        bias = offsets[l - 1] + n_in * width
+        relu = l < n_layers and activation == RELU
+        # A small layer's product, bias and relu in one pass (the same bits as the three below).
         if l == 1:
-            gemm(False, False, n, width, n_in, 1.0, X, x0 * n_in, n_in, theta, offsets[0],
-                 width, 0.0, Z, out, width)
+            fused = small_affine(n, width, n_in, X, x0 * n_in, n_in, theta, offsets[0], width,
+                                 bias, Z, out, width, A, out, relu)
         else:
-            gemm(False, False, n, width, n_in, 1.0, A, _block_start(n_buf, woffsets, l - 1, r0),
-                 n_in, theta, offsets[l - 1], width, 0.0, Z, out, width)
-        _add_bias(Z, out, n, width, theta, offsets[l - 1] + n_in * width)
-        if l < n_layers:
+            fused = small_affine(n, width, n_in, A, _block_start(n_buf, woffsets, l - 1, r0),
+                                 n_in, theta, offsets[l - 1], width, bias, Z, out, width, A, out,
+                                 relu)
+        if not fused:
+            if l == 1:
+                gemm(False, False, n, width, n_in, 1.0, X, x0 * n_in, n_in, theta, offsets[0],
+                     width, 0.0, Z, out, width)
+            else:
+                gemm(False, False, n, width, n_in, 1.0, A,
+                     _block_start(n_buf, woffsets, l - 1, r0), n_in, theta, offsets[l - 1],
+                     width, 0.0, Z, out, width)
+            _add_bias(Z, out, n, width, theta, bias)
+        if l < n_layers and not (fused and relu):
             _activate(activation, Z[out:out + n * width], A[out:out + n * width])
 
 

@@ -160,9 +160,13 @@ def _same_float_dtype(*arrays):
     return None
 
 
-def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_to_c):
+def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_to_c,
+                            bias0=None, relu0=None):
     """The IR of ``C[i, j] (+)= sum_p a0[i a_row + p a_col] b0[p ldb + j]`` (pointers and intp
-    values; ``add_to_c`` an i1)."""
+    values; ``add_to_c`` an i1). With ``bias0``, each stored sum is ``sum + bias0[j]`` instead
+    (``add_to_c`` false), and with ``relu0`` also ``relu0[i ldc + j] = max(that, 0)``: a layer's
+    ``Z = A W + b`` and ``relu(Z)`` in the pass that computes the product, rounded as the product,
+    then the bias add, then the activation would be."""
     b, w = g.b, g.lanes
     full = b.sdiv(n, g.const(w))
     tail = b.sub(n, b.mul(full, g.const(w)))
@@ -190,9 +194,20 @@ def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_
                 for r in range(n_rows):
                     b.store(b.call(g.fmuladd, [a[r], b_vector, b.load(accs[r][v])]),
                             accs[r][v])
+        biases = [None] * count if bias0 is None else [g.load(bias0, offsets[v], masks[v])
+                                                        for v in range(count)]
+        relu_rows = None if relu0 is None else [
+            b.gep(relu0, [b.mul(b.add(i, g.const(r)), ldc)]) for r in range(n_rows)]
         for r in range(n_rows):
             for v in range(count):
-                g.store(b.load(accs[r][v]), c_rows[r], offsets[v], masks[v])
+                value = b.load(accs[r][v])
+                if biases[v] is not None:
+                    value = b.fadd(value, biases[v])
+                g.store(value, c_rows[r], offsets[v], masks[v])
+                if relu_rows is not None:  # relu(z) = z if z > 0 else 0, NaN included
+                    positive = b.fcmp_ordered(">", value, g.zero)
+                    g.store(b.select(positive, value, g.zero), relu_rows[r], offsets[v],
+                            masks[v])
 
     def rows(i, n_rows):
         # Passes of _ROW_VECTORS unmasked vectors while more remain, then one of the rest.
@@ -261,6 +276,38 @@ def rows_times_matrix(typingctx, m, n, k, A, a_off, a_row, a_col, B, b_off, ldb,
         add_to_c = context.cast(builder, args[13], signature.args[13], types.boolean)
         _emit_rows_times_matrix(g, ints[0], ints[1], ints[2], a0, ints[5], ints[6], b0, ints[9],
                                 c0, ints[12], add_to_c)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def rows_times_matrix_plus_bias(typingctx, m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off,
+                                ldz, R, r_off, relu):
+    """A layer: ``Z = A W + b`` for the ``(m, n)`` block of ``Z`` at ``z_off`` (``A`` row-major
+    with row stride ``lda``, ``W`` the ``(k, n)`` block at ``w_off``, ``b`` the ``n`` entries of
+    ``W``'s array at ``b_off``) and, with ``relu``, ``R = relu(Z)`` for the block of ``R`` at
+    ``r_off`` (row stride ``ldz``): the same bits as :func:`rows_times_matrix`, then adding ``b``,
+    then the activation."""
+    dtype = _same_float_dtype(A, W, Z, R)
+    if dtype is None:
+        return None
+    sig = types.void(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off, relu)
+
+    def codegen(context, builder, signature, args):
+        g = _Codegen(context, builder, dtype)
+        ints, (a0, w0, bias0, z0, r0) = _operands(
+            context, builder, signature, args, (0, 1, 2, 4, 5, 7, 8, 9, 11, 12, 14),
+            ((3, 4), (6, 7), (6, 9), (10, 11), (13, 14)))
+        relu = context.cast(builder, args[15], signature.args[15], types.boolean)
+        no = ir.Constant(ir.IntType(1), 0)
+        with builder.if_else(relu) as (with_relu, without):
+            with with_relu:
+                _emit_rows_times_matrix(g, ints[0], ints[1], ints[2], a0, ints[5], g.const(1),
+                                        w0, ints[8], z0, ints[12], no, bias0, r0)
+            with without:
+                _emit_rows_times_matrix(g, ints[0], ints[1], ints[2], a0, ints[5], g.const(1),
+                                        w0, ints[8], z0, ints[12], no, bias0)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -365,6 +412,8 @@ def rows_dot_rows(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ld
 # loaded, so the callers stay cacheable.
 
 _ENTRY_NAMES = {types.float32: "skmaml_small_product_f32", types.float64: "skmaml_small_product_f64"}
+_LAYER_ENTRY_NAMES = {types.float32: "skmaml_small_layer_f32",
+                      types.float64: "skmaml_small_layer_f64"}
 
 
 def _small_product_body(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, accumulate, C,
@@ -400,16 +449,24 @@ def _entry(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, accumulate, 
                         carray(b, 1), b_off, ldb, accumulate != 0, carray(c, 1), c_off, ldc)
 
 
+def _layer_entry(m, n, k, a, a_off, lda, w, w_off, ldw, b_off, z, z_off, ldz, r, r_off, relu):
+    """The C-callable entry point of :func:`rows_times_matrix_plus_bias` (as :func:`_entry`)."""
+    rows_times_matrix_plus_bias(m, n, k, carray(a, 1), a_off, lda, carray(w, 1), w_off, ldw,
+                                b_off, carray(z, 1), z_off, ldz, carray(r, 1), r_off, relu != 0)
+
+
 def _compile_entry(dtype):
     pointer = types.CPointer(dtype)
     i64 = types.int64
-    signature = types.void(i64, i64, i64, i64, i64, pointer, i64, i64, pointer, i64, i64, i64,
-                           pointer, i64, i64)
     # A cfunc never holds the GIL (nogil is an option of njit's dispatchers only).
     options = {key: value for key, value in JIT_OPTIONS.items() if key != "nogil"}
-    compiled = cfunc(signature, **options)(_entry)
-    llvm.add_symbol(_ENTRY_NAMES[dtype], compiled.address)
-    return compiled
+    product = cfunc(types.void(i64, i64, i64, i64, i64, pointer, i64, i64, pointer, i64, i64,
+                               i64, pointer, i64, i64), **options)(_entry)
+    llvm.add_symbol(_ENTRY_NAMES[dtype], product.address)
+    layer = cfunc(types.void(i64, i64, i64, pointer, i64, i64, pointer, i64, i64, i64, pointer,
+                             i64, i64, pointer, i64, i64), **options)(_layer_entry)
+    llvm.add_symbol(_LAYER_ENTRY_NAMES[dtype], layer.address)
+    return product, layer
 
 
 if not config.DISABLE_JIT:
@@ -419,29 +476,43 @@ if not config.DISABLE_JIT:
     _ENTRIES = {dtype: _compile_entry(dtype) for dtype in _ENTRY_NAMES}
 
 
+def _call_entry(names, arrays, *args):
+    """``(signature, codegen)`` of a call, by name, of the entry point of the arrays' dtype:
+    arrays passed as their data pointers, everything else as int64."""
+    dtype = _same_float_dtype(*arrays)
+    if dtype is None:
+        return None
+    sig = types.void(*args)
+
+    def codegen(context, builder, signature, values):
+        i64 = ir.IntType(64)
+        fty = context.get_value_type(dtype).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [fty if isinstance(ty, types.Array) else i64
+                                               for ty in signature.args])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, names[dtype])
+        arguments = []
+        for value, ty in zip(values, signature.args):
+            if isinstance(ty, types.Array):
+                arguments.append(context.make_array(ty)(context, builder, value).data)
+            else:
+                arguments.append(context.cast(builder, value, ty, types.int64))
+        builder.call(fn, arguments)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @intrinsic
 def small_product(typingctx, trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, accumulate,
                   C, c_off, ldc):
     """A call of the compiled entry point of ``C``'s dtype (see above) on the arrays' data."""
-    dtype = _same_float_dtype(A, B, C)
-    if dtype is None:
-        return None
-    sig = types.void(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, accumulate, C,
-                     c_off, ldc)
+    return _call_entry(_ENTRY_NAMES, (A, B, C), trans_a, trans_b, m, n, k, A, a_off, lda, B,
+                       b_off, ldb, accumulate, C, c_off, ldc)
 
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        fty = context.get_value_type(dtype).as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [i64] * 5 + [fty, i64, i64, fty, i64, i64, i64,
-                                                            fty, i64, i64])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, _ENTRY_NAMES[dtype])
-        values = []
-        for value, ty in zip(args, signature.args):
-            if isinstance(ty, types.Array):
-                values.append(context.make_array(ty)(context, builder, value).data)
-            else:
-                values.append(context.cast(builder, value, ty, types.int64))
-        builder.call(fn, values)
-        return context.get_dummy_value()
 
-    return sig, codegen
+@intrinsic
+def small_layer(typingctx, m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off,
+                relu):
+    """A call of the compiled :func:`rows_times_matrix_plus_bias` of ``Z``'s dtype."""
+    return _call_entry(_LAYER_ENTRY_NAMES, (A, W, Z, R), m, n, k, A, a_off, lda, W, w_off, ldw,
+                       b_off, Z, z_off, ldz, R, r_off, relu)
