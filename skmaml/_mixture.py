@@ -133,9 +133,10 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
     enough to fit any few points.
 
     **Status.** In ``benchmarks/task_memory.py`` (one run, five support rows, the same total
-    budget) the mixture's query MSE on new tasks was 34–37% below one MAML's on mixtures of 2, 3
-    and 5 families, and 1.5–2.4 times that of one MAML per family routed by the true family (the
-    means carry a few badly routed tasks; the medians were 1.1–1.5 times the oracle's). Its
+    budget) the mixture's query MSE on new tasks was 37–51% below one MAML's on mixtures of 2, 3
+    and 5 families, and 1.4–1.9 times that of one MAML per family routed by the true family (the
+    means carry a few badly routed tasks, which ``combine="average"`` bounds; the medians were
+    1.2–1.4 times the oracle's). Its
     components serve the tasks well (on five families the best one for each task, chosen in
     hindsight, beats that oracle); routing from five noisy rows is what falls short, and is
     bounded (``benchmarks/routing_bound.py``); see :doc:`/task_memory`.
