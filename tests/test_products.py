@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from skmaml._kernels._blas import SMALL_WEIGHTS, gemm, small_affine
+from skmaml._kernels._blas import SMALL_WEIGHTS, gemm, small_affine, small_backprop_relu
 
 
 @njit
@@ -193,3 +193,53 @@ def test_a_fused_layer_has_the_bits_of_its_separate_passes(m, n, k, relu, dtype)
     np.testing.assert_array_equal(Z.view(np.uint8), Z_ref.view(np.uint8))
     np.testing.assert_array_equal(R.view(np.uint8), R_ref.view(np.uint8))
     assert np.isnan(Z[pad:pad + n]).all() and (not relu or (R[pad:pad + n] == 0).all())
+
+
+@njit
+def _backprop(m, n, k, A, a_off, lda, W, w_off, ldw, C, c_off, ldc, Z, z_off, G, g_off):
+    return small_backprop_relu(m, n, k, A, a_off, lda, W, w_off, ldw, C, c_off, ldc, Z, z_off, G,
+                               g_off)
+
+
+@njit
+def _backprop_separately(m, n, k, A, a_off, lda, W, w_off, ldw, C, c_off, ldc, Z, z_off, G,
+                         g_off):
+    gemm(False, True, m, n, k, 1.0, A, a_off, lda, W, w_off, ldw, 0.0, C, c_off, ldc)
+    for i in range(m):
+        for j in range(n):
+            c = C[c_off + i * ldc + j]
+            G[g_off + i * ldc + j] = c if Z[z_off + i * ldc + j] > 0 else 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n,k", [s for s in SHAPES if s[0] > 0] + [(0, 40, 40), (6, 40, 1)])
+def test_a_fused_relu_backprop_has_the_bits_of_its_separate_passes(m, n, k, dtype):
+    """small_backprop_relu (C = A W^T and relu's derivative G = C where Z > 0, in the product's
+    pass) gives exactly the bits of the product then the derivative, in both of its layouts
+    (W^T one row, k = 1; W transposed on the stack), with NaN in Z and C gated as relu does;
+    writes nothing outside its blocks; and declines, writing nothing, where gemm would run
+    another loop (one column: dot products) or BLAS."""
+    rng = np.random.default_rng(m * 10000 + n * 100 + k + 7)
+    pad = 3
+    ldw = k  # W stored (n, k), as theta holds a layer's weights: ldw = 1 when k = 1
+    A = rng.standard_normal(pad + m * (k + pad)).astype(dtype)
+    W = rng.standard_normal(pad + n * ldw + pad).astype(dtype)
+    ldc = n + pad
+    Z = rng.standard_normal(pad + m * ldc + pad).astype(dtype)
+    if m:
+        A[pad] = np.nan  # row 0 of C is NaN; the gate keeps it where Z > 0
+    if m > 1:
+        Z[pad + ldc] = np.nan  # gates an entry of row 1 to 0
+    C, G = (rng.standard_normal(pad + m * ldc + pad).astype(dtype) for _ in range(2))
+    C_ref, G_ref = C.copy(), G.copy()
+    args = (m, n, k, A, pad, k + pad, W, pad, ldw)
+    fused = _backprop(*args, C, pad, ldc, Z, pad, G, pad)
+    assert fused == (m > 0 and k > 0 and n > 1 and k * n <= SMALL_WEIGHTS)
+    if not fused:
+        np.testing.assert_array_equal(C, C_ref)
+        np.testing.assert_array_equal(G, G_ref)
+        return
+    _backprop_separately(*args, C_ref, pad, ldc, Z, pad, G_ref, pad)
+    np.testing.assert_array_equal(C.view(np.uint8), C_ref.view(np.uint8))
+    np.testing.assert_array_equal(G.view(np.uint8), G_ref.view(np.uint8))
+    assert np.isnan(C[pad:pad + n]).all() and (m < 2 or G[pad + ldc] == 0)

@@ -17,7 +17,7 @@ from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
 from ._config import JIT_OPTIONS
-from ._small import SMALL_WEIGHTS, small_layer, small_product
+from ._small import SMALL_WEIGHTS, small_layer, small_product, small_relu_backprop
 
 ensure_blas()  # fails early, with numba's message, if SciPy's BLAS is missing
 
@@ -120,6 +120,20 @@ def small_affine(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R,
     return True
 
 
+@njit(**JIT_OPTIONS)
+def small_backprop_relu(m, n, k, A, a_off, lda, W, w_off, ldw, C, c_off, ldc, Z, z_off, G, g_off):
+    """Backpropagation through a relu layer in one pass, when its product runs as the loops of
+    :mod:`._small`: ``C = A W^T`` (``W`` the ``(n, k)`` block at ``w_off``) and
+    ``G = C if Z > 0 else 0`` (blocks of ``C``, ``Z`` and ``G`` with row stride ``ldc``).
+    Returns False, having written nothing, when :func:`gemm` would run the product otherwise
+    (as dot products of rows, ``n = 1``, or through BLAS): the caller then runs it and relu's
+    derivative, which give the same bits."""
+    if m == 0 or k == 0 or n < 2 or k * n > SMALL_WEIGHTS:
+        return False
+    small_relu_backprop(m, n, k, A, a_off, lda, W, w_off, ldw, C, c_off, ldc, Z, z_off, G, g_off)
+    return True
+
+
 if config.DISABLE_JIT:
     # With NUMBA_DISABLE_JIT=1 (coverage runs of the kernel bodies) the intrinsic above cannot run;
     # the same product through NumPy on strided views keeps every kernel executable as Python.
@@ -143,4 +157,8 @@ if config.DISABLE_JIT:
 
     def small_affine(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off,
                      relu):  # noqa: D103 - the callers' separate passes run instead
+        return False
+
+    def small_backprop_relu(m, n, k, A, a_off, lda, W, w_off, ldw, C, c_off, ldc, Z, z_off, G,
+                            g_off):  # noqa: D103 - the callers' separate passes run instead
         return False

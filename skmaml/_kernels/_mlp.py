@@ -46,7 +46,7 @@ from numba import njit
 from numba.core import types
 from numba.extending import overload
 
-from ._blas import gemm, small_affine
+from ._blas import gemm, small_affine, small_backprop_relu
 from ._config import JIT_OPTIONS, LOGISTIC, RELU, TANH
 
 # --------------------------------------------------------------------------------------------------
@@ -367,8 +367,14 @@ def _backprop_rows(theta, net, buf, r0, n, first_layer):
         n_in = layer_sizes[l - 1]
         width = layer_sizes[l]
         below = _block_start(n_buf, woffsets, l - 1, r0)
-        gemm(False, True, n, n_in, width, 1.0, DZ, _block_start(n_buf, woffsets, l, r0), width,
-             theta, offsets[l - 1], width, 0.0, DA, below, n_in)
+        dz = _block_start(n_buf, woffsets, l, r0)
+        # A small relu layer's product and derivative in one pass (the same bits as the two).
+        if activation == RELU and small_backprop_relu(n, n_in, width, DZ, dz, width, theta,
+                                                      offsets[l - 1], width, DA, below, n_in, Z,
+                                                      below, DZ, below):
+            continue
+        gemm(False, True, n, n_in, width, 1.0, DZ, dz, width, theta, offsets[l - 1], width, 0.0,
+             DA, below, n_in)
         end = below + n * n_in
         _times_derivative(activation, Z[below:end], A[below:end], DA[below:end], DZ[below:end])
 

@@ -161,12 +161,13 @@ def _same_float_dtype(*arrays):
 
 
 def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_to_c,
-                            bias0=None, relu0=None):
+                            bias0=None, relu0=None, gate=None):
     """The IR of ``C[i, j] (+)= sum_p a0[i a_row + p a_col] b0[p ldb + j]`` (pointers and intp
     values; ``add_to_c`` an i1). With ``bias0``, each stored sum is ``sum + bias0[j]`` instead
     (``add_to_c`` false), and with ``relu0`` also ``relu0[i ldc + j] = max(that, 0)``: a layer's
     ``Z = A W + b`` and ``relu(Z)`` in the pass that computes the product, rounded as the product,
-    then the bias add, then the activation would be."""
+    then the bias add, then the activation would be. With ``gate = (z0, out0)`` also
+    ``out0[i ldc + j] = C[i, j] if z0[i ldc + j] > 0 else 0`` (backpropagation through relu)."""
     b, w = g.b, g.lanes
     full = b.sdiv(n, g.const(w))
     tail = b.sub(n, b.mul(full, g.const(w)))
@@ -198,6 +199,9 @@ def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_
                                                         for v in range(count)]
         relu_rows = None if relu0 is None else [
             b.gep(relu0, [b.mul(b.add(i, g.const(r)), ldc)]) for r in range(n_rows)]
+        gate_rows = None if gate is None else [
+            [b.gep(pointer, [b.mul(b.add(i, g.const(r)), ldc)]) for r in range(n_rows)]
+            for pointer in gate]
         for r in range(n_rows):
             for v in range(count):
                 value = b.load(accs[r][v])
@@ -207,6 +211,11 @@ def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_
                 if relu_rows is not None:  # relu(z) = z if z > 0 else 0, NaN included
                     positive = b.fcmp_ordered(">", value, g.zero)
                     g.store(b.select(positive, value, g.zero), relu_rows[r], offsets[v],
+                            masks[v])
+                if gate_rows is not None:  # relu'(z) g = g if z > 0 else 0
+                    z = g.load(gate_rows[0][r], offsets[v], masks[v])
+                    positive = b.fcmp_ordered(">", z, g.zero)
+                    g.store(b.select(positive, value, g.zero), gate_rows[1][r], offsets[v],
                             masks[v])
 
     def rows(i, n_rows):
@@ -411,9 +420,51 @@ def rows_dot_rows(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ld
 # callers emit a call to that name, as they call BLAS's numba_xxgemm: resolved when the code is
 # loaded, so the callers stay cacheable.
 
+
+@intrinsic
+def relu_backprop(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, Z, z_off, G,
+                  g_off):
+    """Backpropagation through a small relu layer in one pass: ``C = A B^T`` (``B`` stored
+    ``(n, k)``: ``dLoss/dA`` of the layer below from ``dLoss/dZ`` of this one) and
+    ``G = C if Z > 0 else 0`` (``dLoss/dZ`` below), ``C``, ``Z`` and ``G`` blocks of row stride
+    ``ldc``: the bits of :func:`_small_product_body` then relu's derivative. ``A B^T`` runs as
+    ``A`` times the transpose of ``B`` built on the stack, or for ``k = 1`` (``B^T`` one
+    contiguous row, ``ldb = 1``) as ``A`` times that row; ``n = 1`` is not handled (dot
+    products of rows)."""
+    dtype = _same_float_dtype(A, B, C, Z, G)
+    if dtype is None:
+        return None
+    sig = types.void(m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, Z, z_off, G, g_off)
+
+    def codegen(context, builder, signature, args):
+        g = _Codegen(context, builder, dtype)
+        ints, (a0, b0, c0, z0, g0) = _operands(
+            context, builder, signature, args, (0, 1, 2, 4, 5, 7, 8, 10, 11, 13, 15),
+            ((3, 4), (6, 7), (9, 10), (12, 13), (14, 15)))
+        m, n, k, lda, ldb, ldc = ints[0], ints[1], ints[2], ints[5], ints[8], ints[11]
+        no = ir.Constant(ir.IntType(1), 0)
+        one_row = builder.and_(builder.icmp_signed("==", k, g.const(1)),
+                               builder.icmp_signed("==", ldb, g.const(1)))
+        with builder.if_else(one_row) as (row, transposed):
+            with row:
+                _emit_rows_times_matrix(g, m, n, k, a0, lda, g.const(1), b0, g.const(1), c0, ldc,
+                                        no, gate=(z0, g0))
+            with transposed:
+                with builder.goto_entry_block():
+                    buffer = builder.alloca(g.fty, size=g.const(SMALL_WEIGHTS))
+                _emit_transpose(g, n, k, b0, ldb, buffer)
+                _emit_rows_times_matrix(g, m, n, k, a0, lda, g.const(1), buffer, n, c0, ldc, no,
+                                        gate=(z0, g0))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 _ENTRY_NAMES = {types.float32: "skmaml_small_product_f32", types.float64: "skmaml_small_product_f64"}
 _LAYER_ENTRY_NAMES = {types.float32: "skmaml_small_layer_f32",
                       types.float64: "skmaml_small_layer_f64"}
+_BACKPROP_ENTRY_NAMES = {types.float32: "skmaml_small_relu_backprop_f32",
+                         types.float64: "skmaml_small_relu_backprop_f64"}
 
 
 def _small_product_body(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, accumulate, C,
@@ -455,6 +506,12 @@ def _layer_entry(m, n, k, a, a_off, lda, w, w_off, ldw, b_off, z, z_off, ldz, r,
                                 b_off, carray(z, 1), z_off, ldz, carray(r, 1), r_off, relu != 0)
 
 
+def _backprop_entry(m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc, z, z_off, g, g_off):
+    """The C-callable entry point of :func:`relu_backprop` (as :func:`_entry`)."""
+    relu_backprop(m, n, k, carray(a, 1), a_off, lda, carray(b, 1), b_off, ldb, carray(c, 1),
+                  c_off, ldc, carray(z, 1), z_off, carray(g, 1), g_off)
+
+
 def _compile_entry(dtype):
     pointer = types.CPointer(dtype)
     i64 = types.int64
@@ -466,7 +523,10 @@ def _compile_entry(dtype):
     layer = cfunc(types.void(i64, i64, i64, pointer, i64, i64, pointer, i64, i64, i64, pointer,
                              i64, i64, pointer, i64, i64), **options)(_layer_entry)
     llvm.add_symbol(_LAYER_ENTRY_NAMES[dtype], layer.address)
-    return product, layer
+    backprop = cfunc(types.void(i64, i64, i64, pointer, i64, i64, pointer, i64, i64, pointer, i64,
+                                i64, pointer, i64, pointer, i64), **options)(_backprop_entry)
+    llvm.add_symbol(_BACKPROP_ENTRY_NAMES[dtype], backprop.address)
+    return product, layer, backprop
 
 
 if not config.DISABLE_JIT:
@@ -516,3 +576,11 @@ def small_layer(typingctx, m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_of
     """A call of the compiled :func:`rows_times_matrix_plus_bias` of ``Z``'s dtype."""
     return _call_entry(_LAYER_ENTRY_NAMES, (A, W, Z, R), m, n, k, A, a_off, lda, W, w_off, ldw,
                        b_off, Z, z_off, ldz, R, r_off, relu)
+
+
+@intrinsic
+def small_relu_backprop(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, Z, z_off,
+                        G, g_off):
+    """A call of the compiled :func:`relu_backprop` of ``C``'s dtype."""
+    return _call_entry(_BACKPROP_ENTRY_NAMES, (A, B, C, Z, G), m, n, k, A, a_off, lda, B, b_off,
+                       ldb, C, c_off, ldc, Z, z_off, G, g_off)
