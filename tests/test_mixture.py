@@ -17,8 +17,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
 from helpers import classification_data
-from skmaml import (AveragedModel, FewShotScorer, MAMLClassifier, MAMLMixture,
-                    MAMLRegressor, adapt)
+from skmaml import AveragedModel, FewShotScorer, MAMLClassifier, MAMLMixture, MAMLRegressor, adapt
 from skmaml.datasets import _flatten, make_family_tasks
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

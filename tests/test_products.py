@@ -147,12 +147,6 @@ def test_shapes_cover_both_paths():
 
 
 @njit
-def _layer(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off, relu):
-    return small_affine(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off,
-                        relu)
-
-
-@njit
 def _separate_passes(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off,
                      relu):
     gemm(False, False, m, n, k, 1.0, A, a_off, lda, W, w_off, ldw, 0.0, Z, z_off, ldz)
@@ -182,7 +176,7 @@ def test_a_fused_layer_has_the_bits_of_its_separate_passes(m, n, k, relu, dtype)
     Z, R = (rng.standard_normal(pad + m * (n + pad) + pad).astype(dtype) for _ in range(2))
     Z_ref, R_ref = Z.copy(), R.copy()
     args = (m, n, k, A, pad, k + pad, W, pad, n + pad, b_off)
-    fused = _layer(*args, Z, pad, n + pad, R, pad, relu)
+    fused = small_affine(*args, Z, pad, n + pad, R, pad, relu)
     runs_as_loops = m > 0 and k > 0 and n > 1 and k * n <= SMALL_WEIGHTS
     assert fused == runs_as_loops
     if not fused:
@@ -193,12 +187,6 @@ def test_a_fused_layer_has_the_bits_of_its_separate_passes(m, n, k, relu, dtype)
     np.testing.assert_array_equal(Z.view(np.uint8), Z_ref.view(np.uint8))
     np.testing.assert_array_equal(R.view(np.uint8), R_ref.view(np.uint8))
     assert np.isnan(Z[pad:pad + n]).all() and (not relu or (R[pad:pad + n] == 0).all())
-
-
-@njit
-def _backprop(m, n, k, A, a_off, lda, W, w_off, ldw, C, c_off, ldc, Z, z_off, G, g_off):
-    return small_backprop_relu(m, n, k, A, a_off, lda, W, w_off, ldw, C, c_off, ldc, Z, z_off, G,
-                               g_off)
 
 
 @njit
@@ -233,7 +221,7 @@ def test_a_fused_relu_backprop_has_the_bits_of_its_separate_passes(m, n, k, dtyp
     C, G = (rng.standard_normal(pad + m * ldc + pad).astype(dtype) for _ in range(2))
     C_ref, G_ref = C.copy(), G.copy()
     args = (m, n, k, A, pad, k + pad, W, pad, ldw)
-    fused = _backprop(*args, C, pad, ldc, Z, pad, G, pad)
+    fused = small_backprop_relu(*args, C, pad, ldc, Z, pad, G, pad)
     assert fused == (m > 0 and k > 0 and n > 1 and k * n <= SMALL_WEIGHTS)
     if not fused:
         np.testing.assert_array_equal(C, C_ref)

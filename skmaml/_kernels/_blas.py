@@ -68,6 +68,14 @@ def _gemm_colmajor(typingctx, transa, transb, m, n, k, alpha, a, a_off, lda, b, 
 
 
 @njit(**JIT_OPTIONS)
+def _small_weights(trans_a, m, n, k):
+    """Whether a product's weight matrix (``op(B)``, or ``C`` for ``A^T B``) has at most
+    ``SMALL_WEIGHTS`` entries: what sends it to the loops of :mod:`._small` (the one rule,
+    for :func:`gemm` and the fused layers below)."""
+    return (m if trans_a else k) * n <= SMALL_WEIGHTS
+
+
+@njit(**JIT_OPTIONS)
 def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C, c_off, ldc):
     """Row-major ``C = alpha op(A) op(B) + beta C`` on strided blocks of arrays.
 
@@ -96,7 +104,7 @@ def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C
     if m == 0 or n == 0:
         return
     if k > 0 and alpha == 1.0 and (beta == 0.0 or beta == 1.0) and not (trans_a and trans_b) and (
-            (m if trans_a else k) * n <= SMALL_WEIGHTS):
+            _small_weights(trans_a, m, n, k)):
         small_product(trans_a, trans_b, m, n, k, A, a_off, lda, B, b_off, ldb, beta != 0.0, C,
                       c_off, ldc)
         return
@@ -114,7 +122,7 @@ def small_affine(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R,
     of ``R`` at ``r_off``, row stride ``ldz``). Returns False, having written nothing, when the
     product would not run as those loops (or as their dot products, ``n = 1``): the caller then
     runs :func:`gemm`, the bias add and the activation, which give the same bits."""
-    if m == 0 or k == 0 or n < 2 or k * n > SMALL_WEIGHTS:
+    if m == 0 or k == 0 or n < 2 or not _small_weights(False, m, n, k):
         return False
     small_layer(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off, relu)
     return True
@@ -128,7 +136,7 @@ def small_backprop_relu(m, n, k, A, a_off, lda, W, w_off, ldw, C, c_off, ldc, Z,
     Returns False, having written nothing, when :func:`gemm` would run the product otherwise
     (as dot products of rows, ``n = 1``, or through BLAS): the caller then runs it and relu's
     derivative, which give the same bits."""
-    if m == 0 or k == 0 or n < 2 or k * n > SMALL_WEIGHTS:
+    if m == 0 or k == 0 or n < 2 or not _small_weights(False, m, n, k):
         return False
     small_relu_backprop(m, n, k, A, a_off, lda, W, w_off, ldw, C, c_off, ldc, Z, z_off, G, g_off)
     return True

@@ -14,7 +14,10 @@ registers:
 * :func:`rows_times_transposed` -- ``C (+)= A B^T`` (backpropagation through a layer): ``B^T`` is
   built on the stack, ``W x W`` blocks transposed in registers, then multiplied as above;
 * :func:`rows_dot_rows` -- ``C (+)= A b`` for one column ``b``: dot products of rows, vectorised
-  along them and reduced by shuffles.
+  along them and reduced by shuffles;
+* :func:`rows_times_matrix_plus_bias` and :func:`relu_backprop` -- a layer's ``A W + b`` (and relu
+  of it), and backpropagation through a relu layer, with the elementwise work done on the results
+  while they are in registers, rounded as the separate passes would round them.
 
 The vectors are 256 bits (8 float32 or 4 float64 lanes): LLVM lowers them to the machine's SIMD
 (two 128-bit halves on SSE machines, AVX-512 registers where it prefers them). Multiply-adds are
@@ -24,7 +27,8 @@ every sum is fixed by the code alone: an entry of ``C`` is the same function of 
 columns or the blocking, so computing a product over one task's rows or over a batch of tasks'
 rows gives the same bits.
 
-Callers: :func:`._blas.gemm` chooses between these and BLAS.
+Callers: :func:`._blas.gemm` chooses between these and BLAS; :func:`._blas.small_affine` and
+:func:`._blas.small_backprop_relu` run the fused layers where the product would run as these loops.
 """
 
 import llvmlite.binding as llvm
