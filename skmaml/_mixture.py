@@ -20,6 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import ClassifierTags, RegressorTags, Tags, TargetTags, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import N_JOBS_CONSTRAINT, BaseMAML
@@ -730,12 +731,12 @@ class AveragedModel:
         if self._classifier:
             self.classes_ = estimators[0].classes_
 
+    @available_if(lambda self: self._classifier)
     def predict_proba(self, X):
         """Weighted mean of the adapted components' class probabilities (classification)."""
-        if not self._classifier:
-            raise AttributeError("predict_proba: the components are regressors.")
         return np.tensordot(self.weights_, [m.predict_proba(X) for m in self.estimators_], 1)
 
+    @available_if(lambda self: self._classifier)
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba` (classification)."""
         with np.errstate(divide="ignore"):

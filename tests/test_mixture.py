@@ -252,7 +252,7 @@ def test_averaged_adaptation(fitted):
     assert weights.shape == (2,) and weights.sum() == pytest.approx(1)
     assert np.argmax(weights) == mixture.route(Xs, ys) and 0 < weights.min()
     model = averaged_mixture.adapt(Xs, ys)
-    assert isinstance(model, AveragedModel)
+    assert isinstance(model, AveragedModel) and not hasattr(model, "predict_proba")
     np.testing.assert_allclose(model.weights_, weights)
     expected = sum(w * c.adapt(Xs, ys).predict(Xq) for w, c in zip(weights, mixture.estimators_))
     np.testing.assert_allclose(model.predict(Xq), expected, rtol=1e-12)

@@ -414,17 +414,6 @@ def rows_dot_rows(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ld
     return sig, codegen
 
 
-# --------------------------------------------------------------------------------------------------
-# One compiled entry point per dtype
-# --------------------------------------------------------------------------------------------------
-# The loops above are a lot of IR. Emitted into every caller (gemm is called with two dozen
-# combinations of array types, and LLVM inlines what it is given), they made a first compile
-# two and a half times as long. Instead they are compiled once per dtype into a C-callable function
-# (cached like every kernel) whose address is registered with LLVM under a fixed name, and
-# callers emit a call to that name, as they call BLAS's numba_xxgemm: resolved when the code is
-# loaded, so the callers stay cacheable.
-
-
 @intrinsic
 def relu_backprop(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ldc, Z, z_off, G,
                   g_off):
@@ -463,6 +452,16 @@ def relu_backprop(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ld
 
     return sig, codegen
 
+
+# --------------------------------------------------------------------------------------------------
+# One compiled entry point per dtype
+# --------------------------------------------------------------------------------------------------
+# The loops above are a lot of IR. Emitted into every caller (gemm is called with two dozen
+# combinations of array types, and LLVM inlines what it is given), they made a first compile
+# two and a half times as long. Instead they are compiled once per dtype into a C-callable function
+# (cached like every kernel) whose address is registered with LLVM under a fixed name, and
+# callers emit a call to that name, as they call BLAS's numba_xxgemm: resolved when the code is
+# loaded, so the callers stay cacheable. The fused layers' loops have entry points of their own.
 
 _ENTRY_NAMES = {types.float32: "skmaml_small_product_f32", types.float64: "skmaml_small_product_f64"}
 _LAYER_ENTRY_NAMES = {types.float32: "skmaml_small_layer_f32",
