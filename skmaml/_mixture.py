@@ -592,10 +592,7 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         ``n_inner_steps`` does not change it), or that of the lowest :meth:`support_losses`."""
         check_is_fitted(self)
         if getattr(self, "router_", None) is not None:
-            X, y_kernel, _ = self.estimators_[0]._adapt_input(X, y)
-            features = self._routing_features(X, y_kernel,
-                                              np.array([0, X.shape[0]], dtype=np.int64))
-            return int(self.router_.predict(features)[0])
+            return int(self.router_.predict(self._task_features(X, y))[0])
         losses = self.support_losses(X, y, n_inner_steps)
         return int(np.argmin(np.where(np.isfinite(losses), losses, np.inf)))
 
@@ -611,11 +608,14 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         if self.router_ is None:
             proba[0] = 1.0
             return proba
-        X, y_kernel, _ = self.estimators_[0]._adapt_input(X, y)
-        features = self._routing_features(X, y_kernel, np.array([0, X.shape[0]], dtype=np.int64))
         # Components the router never saw as a label (its classes_) get probability 0.
-        proba[self.router_.classes_] = self.router_.predict_proba(features)[0]
+        proba[self.router_.classes_] = self.router_.predict_proba(self._task_features(X, y))[0]
         return proba
+
+    def _task_features(self, X, y):
+        """The routing features of one task's support rows ``X, y`` (validated), ``(1, 6 k)``."""
+        X, y_kernel, _ = self.estimators_[0]._adapt_input(X, y)
+        return self._routing_features(X, y_kernel, np.array([0, X.shape[0]], dtype=np.int64))
 
     def adapt(self, X, y, n_inner_steps=None):
         """Route a new task by its support rows, then adapt that component to them
