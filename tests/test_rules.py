@@ -482,6 +482,47 @@ def test_adaptation_losses_of_a_ragged_batch(loss_kind, n_out, rule_name):
     assert np.ptp(query) > 0 and np.all(support[:, -1] != support[:, 0])
 
 
+@pytest.mark.parametrize("hidden,batched", [((6, 5), True), ((64, 40), False)],
+                         ids=["small-loops", "blas"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adaptation_losses_over_many_tasks_has_each_tasks_bits(hidden, batched, dtype):
+    """Enough tasks (of 1 to 9 support rows) for several of ``adaptation_losses``' step-0 chunks
+    (``_STEP0_ROWS`` rows each; a chunk boundary in every place a task can end): the batched step
+    0 of small networks, and the task-by-task one of a network whose products run through BLAS,
+    give every task the bits of ``inner_adapt`` then ``loss_grad`` on its own rows."""
+    from skmaml._kernels._blas import rows_independent
+
+    rng = np.random.default_rng(_seed("adaptation-losses-chunks", hidden, dtype))
+    sizes = np.array([N_FEATURES, *hidden, 2], dtype=np.int64)
+    assert rows_independent(sizes) == batched
+    theta = naive.init_theta(sizes, rng).astype(dtype)
+    code = ACTIVATION_CODES["relu"]
+    n_steps = 3
+    rule = plain_rule(INNER_LR, theta.dtype)
+    n_s = rng.integers(1, 10, 3 * _maml._STEP0_ROWS // 5)
+    n_q = rng.integers(1, 6, n_s.shape[0])
+    s_off = np.concatenate([[0], np.cumsum(n_s)]).astype(np.int64)
+    q_off = np.concatenate([[0], np.cumsum(n_q)]).astype(np.int64)
+    assert s_off[-1] > 2 * _maml._STEP0_ROWS
+    Xs = rng.normal(size=(s_off[-1], N_FEATURES)).astype(dtype)
+    ys = rng.normal(size=(s_off[-1], 2)).astype(dtype)
+    Xq = rng.normal(size=(q_off[-1], N_FEATURES)).astype(dtype)
+    yq = rng.normal(size=(q_off[-1], 2)).astype(dtype)
+    support = np.full((n_s.shape[0], n_steps), np.nan)
+    query = np.full(n_s.shape[0], np.nan)
+    _maml.adaptation_losses(theta, sizes, code, Xs, ys, s_off, Xq, yq, q_off, rule, n_steps,
+                            support, query)
+    grad = np.empty_like(theta)
+    for t in range(n_s.shape[0]):
+        Xs_t, ys_t = Xs[s_off[t]:s_off[t + 1]], ys[s_off[t]:s_off[t + 1]]
+        for k in range(n_steps):
+            theta_k = _maml.inner_adapt(theta, sizes, code, Xs_t, ys_t, rule, k)
+            assert support[t, k] == _mlp.loss_grad(theta_k, sizes, code, Xs_t, ys_t, grad), (t, k)
+        adapted = _maml.inner_adapt(theta, sizes, code, Xs_t, ys_t, rule, n_steps)
+        assert query[t] == _mlp.loss_grad(adapted, sizes, code, Xq[q_off[t]:q_off[t + 1]],
+                                          yq[q_off[t]:q_off[t + 1]], grad), t
+
+
 # ---------------------------------------------------------------------------
 # 8. float32
 # ---------------------------------------------------------------------------

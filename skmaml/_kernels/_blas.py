@@ -76,6 +76,18 @@ def _small_weights(trans_a, m, n, k):
 
 
 @njit(**JIT_OPTIONS)
+def rows_independent(layer_sizes):
+    """Whether every product of a pass over this network (forward, backward, weight gradient)
+    runs as the loops of :mod:`._small` (:func:`_small_weights`), whose every entry is the same
+    whatever the number of rows of the product: then passes over a batch of tasks' rows give each
+    task the bits of a pass over its own rows (BLAS does not promise that)."""
+    for l in range(1, layer_sizes.shape[0]):
+        if not _small_weights(False, 1, layer_sizes[l], layer_sizes[l - 1]):
+            return False
+    return True
+
+
+@njit(**JIT_OPTIONS)
 def gemm(trans_a, trans_b, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C, c_off, ldc):
     """Row-major ``C = alpha op(A) op(B) + beta C`` on strided blocks of arrays.
 

@@ -35,6 +35,7 @@ per task), and first order sums all query gradients with one product per layer.
 import numpy as np
 from numba import njit
 
+from ._blas import rows_independent
 from ._config import JIT_OPTIONS, PER_PARAMETER
 from ._mlp import (
     Pass,
@@ -47,7 +48,6 @@ from ._mlp import (
     _weight_grad_rows,
     buffer_size,
     layer_offsets,
-    loss,
     loss_grad,
     n_params,
     network,
@@ -94,6 +94,11 @@ def inner_adapt(theta, layer_sizes, activation, Xs, ys, rule, n_inner_steps):
     return adapted
 
 
+# Support rows per chunk of adaptation_losses' batched step 0: its pass buffers (4 x 81 entries
+# a row for hidden (40, 40)) stay within a core's L2 cache.
+_STEP0_ROWS = 256
+
+
 @njit(**JIT_OPTIONS)
 def adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q_offsets, rule,
                       n_inner_steps, support_losses, query_losses):
@@ -104,7 +109,10 @@ def adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq,
     loss each step computes anyway) and ``query_losses[t]`` the loss of its query rows after the
     ``n_inner_steps`` steps (rows as in :func:`meta_batch_grad`). The same operations in the same
     order as :func:`inner_adapt` then :func:`._mlp.loss` per task, so the same bits; one
-    call for a batch where those would cost a Python call per task.
+    call for a batch where those would cost a Python call per task, with no allocation per task
+    or step, and (when :func:`._blas.rows_independent` holds, so the bits stay those of each
+    task's own pass) the step-0 forward and backward passes over the support rows of many tasks
+    at once.
 
     Parameters
     ----------
@@ -118,17 +126,64 @@ def adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq,
     """
     net = network(layer_sizes, activation)
     groups = rate_groups(net, rule)
+    first = rule.first_layer
+    n_layers = layer_sizes.shape[0] - 1
+    n_out = layer_sizes[n_layers]
+    n_tasks = s_offsets.shape[0] - 1
     adapted = np.empty_like(theta)
     grad = np.empty_like(theta)
-    for t in range(s_offsets.shape[0] - 1):
-        s0, s1 = s_offsets[t], s_offsets[t + 1]
+    # One set of pass buffers for every task and step, laid out for each task's own row count
+    # (what ``loss_grad`` and ``loss`` would allocate at every call); only the adapted layers'
+    # gradient is computed, the rest of ``grad`` is not read by ``adapt_step``.
+    n_s_max, n_q_max = _max_task_rows(s_offsets, q_offsets)
+    work = np.empty((4, buffer_size(layer_sizes, max(n_s_max, n_q_max))), dtype=theta.dtype)
+    # Step 0 starts every task from theta: when the products give each row the same bits
+    # whatever the rows beside it, its forward and backward passes run over the support rows of
+    # a chunk of tasks at once (chunks of about _STEP0_ROWS rows, cache-sized), as in
+    # meta_batch_grad; with BLAS products, task by task.
+    batched = n_inner_steps > 0 and rows_independent(layer_sizes)
+    chunk_rows = max(_STEP0_ROWS, n_s_max) if batched else 0
+    step0 = np.empty((4, buffer_size(layer_sizes, chunk_rows)), dtype=theta.dtype)
+    c0 = 0  # first task of the chunk whose step-0 passes step0 holds
+    c1 = 0  # one past its last task
+    for t in range(n_tasks):
+        s0 = s_offsets[t]
+        n_s = s_offsets[t + 1] - s0
+        q0 = q_offsets[t]
+        n_q = q_offsets[t + 1] - q0
         adapted[:] = theta
-        for k in range(n_inner_steps):
-            support_losses[t, k] = loss_grad(adapted, layer_sizes, activation, Xs[s0:s1],
-                                             ys[s0:s1], grad)
+        step = Pass(work[0], work[1], work[2], work[3], n_s)
+        out = _block_start(n_s, net.woffsets, n_layers, 0)
+        k0 = 0
+        if batched:
+            if t == c1:
+                c0 = t
+                c1 = t + 1
+                while c1 < n_tasks and s_offsets[c1 + 1] - s_offsets[c0] <= chunk_rows:
+                    c1 += 1
+                n_chunk = s_offsets[c1] - s_offsets[c0]
+                pass0 = Pass(step0[0], step0[1], step0[2], step0[3], n_chunk)
+                _forward_rows(theta, net, Xs, s_offsets[c0], pass0, 0, n_chunk, 1)
+                for u in range(c0, c1):  # each task's own mean loss at the output
+                    at = _block_start(n_chunk, net.woffsets, n_layers, s_offsets[u] - s_offsets[c0])
+                    support_losses[u, 0] = _output_grad(pass0.Z, at, s_offsets[u + 1] - s_offsets[u],
+                                                        n_out, ys, s_offsets[u], pass0.DZ, at)
+                _backprop_rows(theta, net, pass0, 0, n_chunk, first)
+            pass0 = Pass(step0[0], step0[1], step0[2], step0[3], s_offsets[c1] - s_offsets[c0])
+            _weight_grad_rows(net, Xs, s0, pass0, s0 - s_offsets[c0], n_s, grad, False, first)
+            adapt_step(theta, grad, rule, groups, 0, adapted)
+            k0 = 1
+        for k in range(k0, n_inner_steps):
+            _forward_rows(adapted, net, Xs, s0, step, 0, n_s, 1)
+            support_losses[t, k] = _output_grad(step.Z, out, n_s, n_out, ys, s0, step.DZ, out)
+            _backprop_rows(adapted, net, step, 0, n_s, first)
+            _weight_grad_rows(net, Xs, s0, step, 0, n_s, grad, False, first)
             adapt_step(adapted, grad, rule, groups, k, adapted)
-        query_losses[t] = loss(adapted, layer_sizes, activation,
-                               Xq[q_offsets[t]:q_offsets[t + 1]], yq[q_offsets[t]:q_offsets[t + 1]])
+        query = Pass(work[0], work[1], work[2], work[3], n_q)
+        _forward_rows(adapted, net, Xq, q0, query, 0, n_q, 1)
+        out = _block_start(n_q, net.woffsets, n_layers, 0)
+        # The output gradient goes to DZ, which the loss does not read.
+        query_losses[t] = _output_grad(query.Z, out, n_q, n_out, yq, q0, query.DZ, out)
 
 
 @njit(**JIT_OPTIONS)
