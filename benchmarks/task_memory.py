@@ -6,6 +6,7 @@ Run it from the repository root::
     python benchmarks/task_memory.py --quick          # smoke run (about a minute)
     python benchmarks/task_memory.py --families 5 --output memory.md
     python benchmarks/task_memory.py --families "" --k-sweep "" --real   # MathAchieve only
+    python benchmarks/task_memory.py --k-sweep "" --draws-sweep 1,2,4 --skip-methods  # n_assign_draws
 
 Tasks: :func:`skmaml.datasets.make_family_tasks` (sinusoid, linear, quadratic, tanh, abs on
 x in [-5, 5], noise sd 0.3) in equal shares, 20 rows each; meta-training draws K = 5 support and
@@ -273,6 +274,58 @@ def k_sweep(report, args):
            "(chosen on its query rows; not attainable).", "")
 
 
+def draws_sweep(report, args):
+    """``n_assign_draws`` over several seeds: the mixture's test query MSE (routed and averaged)
+    and training cost for each number of support draws per assignment, on each family count
+    (the EM's result moves by about 0.1 between seeds, so one run cannot rank the settings)."""
+    from skmaml import MAMLMixture
+    from skmaml.datasets import make_family_tasks
+
+    rows = []
+    for n in args.families:
+        families = FAMILIES[:n]
+        train, train_fam = make_family_tasks(n_tasks=args.tasks_per_family * n, n_samples=20,
+                                             families=families, random_state=args.random_state)
+        test, _ = make_family_tasks(n_tasks=args.test_per_family * n,
+                                    n_samples=N_SUPPORT + N_TEST_QUERY, families=families,
+                                    random_state=args.random_state + 1)
+        first_family = [task for task, f in zip(train, train_fam) if f == families[0]]
+        per_component = args.budget // n
+        results = {draws: [] for draws in args.draws_values}
+        for seed in args.seeds:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t0 = time.perf_counter()
+                base_estimator(per_component, seed).fit(first_family)
+                one_maml = time.perf_counter() - t0
+                for draws in args.draws_values:
+                    t0 = time.perf_counter()
+                    mixture = MAMLMixture(base_estimator(per_component, seed), n_components=n,
+                                          n_rounds=args.n_rounds, n_assign_draws=draws,
+                                          random_state=seed, n_jobs=args.n_jobs).fit(train)
+                    cost = (time.perf_counter() - t0) / one_maml
+                    mse, _, _, averaged = mixture_on(mixture, test)
+                    results[draws].append((mse.mean(), np.median(mse), mse.max(),
+                                           averaged.mean(), cost))
+        for draws, runs in results.items():
+            runs = np.array(runs)
+            rows.append([n, draws] + ["%.3f (%s)" % (runs[:, c].mean(),
+                                                     ", ".join("%.3f" % v for v in runs[:, c]))
+                                      for c in (0, 3)]
+                        + ["%.3f" % np.median(runs[:, 1]), "%.1f" % runs[:, 2].max(),
+                           "%.1f (%s)" % (runs[:, 4].mean(),
+                                          ", ".join("%.1f" % v for v in runs[:, 4]))])
+    report("## n_assign_draws over seeds %s (mixture with k = number of families)"
+           % ", ".join(str(s) for s in args.seeds), "")
+    report(*table(["families", "n_assign_draws", "routed query MSE, mean over seeds (each)",
+                   "averaged (combine='average')", "median of the seeds' medians",
+                   "worst task of any seed", "cost x one MAML (each)"], rows, "rrlllrr"))
+    report("", "- Each seed draws the components' initialisation and episodes (random_state of "
+           "the mixture and of its base estimator); the tasks are the same. Cost: the "
+           "mixture's training time over that of one MAML of the per-component budget on one "
+           "family's tasks, measured in the same run, before the mixtures of that seed.", "")
+
+
 def real_grouped(report, args):
     """MAMLMixture on MathAchieve (K = 10) with the recipe of ``real_grouped_data.py``'s MAML
     row (its chosen settings), beside that MAML: does a memory help on one real family of tasks?"""
@@ -339,12 +392,20 @@ def parse_args(argv=None):
     p.add_argument("--random-state", type=int, default=0)
     p.add_argument("--k-sweep", default="1,2,3,5,8",
                    help="k values of the 5-family sweep ('' to skip; --quick: 1,2)")
+    p.add_argument("--draws-sweep", default="",
+                   help="comma-separated n_assign_draws values to compare over --seeds on each "
+                        "of --families (e.g. '1,2,4'; default: skip)")
+    p.add_argument("--seeds", default="0,1,2", help="random states of the --draws-sweep")
+    p.add_argument("--skip-methods", action="store_true",
+                   help="skip the comparison of methods on --families (run only the studies)")
     p.add_argument("--real", action="store_true",
                    help="also run the mixture on R's MathAchieve (needs the bench extra)")
     p.add_argument("--output", metavar="FILE", help="also write the report (Markdown) to FILE")
     args = p.parse_args(argv)
     args.families = [int(v) for v in ("2" if args.quick else args.families).split(",") if v]
     args.k_values = [int(v) for v in ("1,2" if args.quick else args.k_sweep).split(",") if v]
+    args.draws_values = [int(v) for v in args.draws_sweep.split(",") if v]
+    args.seeds = [int(v) for v in args.seeds.split(",") if v]
     for name, full, quick in (("budget", 15000, 600), ("tasks_per_family", 2000, 100),
                               ("test_per_family", 200, 20)):
         if getattr(args, name) is None:
@@ -357,10 +418,12 @@ def main(argv=None):
     start = time.perf_counter()
     report = Report()
     accuracy_header(report, "Task memory: MAMLMixture on multimodal task families")
-    for n in args.families:
+    for n in [] if args.skip_methods else args.families:
         run(report, FAMILIES[:n], args)
     if args.k_values:
         k_sweep(report, args)
+    if args.draws_values:
+        draws_sweep(report, args)
     if args.real:
         real_grouped(report, args)
     report("Total run time of this script: %.0f s." % (time.perf_counter() - start))
