@@ -121,6 +121,12 @@ def _block_start(n_buf, woffsets, l, r0):
 # --------------------------------------------------------------------------------------------------
 # Elementwise pieces. Each loop runs from 0 over 1-D slices: with an index that might be negative
 # numba must check for wraparound on every access, which stops LLVM from vectorising the loop.
+# The bias add, column sums and activation derivative are inlined into their callers (numba's
+# inline="always"): a call of a compiled function increments and decrements the reference count
+# of every array it is passed (an atomic add each), and these run several times per task and inner
+# step on a few dozen entries. Inlining them made an N = 5 second-order meta-iteration 5-8% faster
+# (first order 1-2%) for about 2 s more on a cold first fit (40 -> 42 s); inlining the activation
+# too added 10 s (benchmarks/perf_attribution.py profiles the reference counts).
 # --------------------------------------------------------------------------------------------------
 
 
@@ -146,7 +152,7 @@ def _activate(activation, Z, A):
         A[:] = Z
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _times_derivative(activation, Z, A, G, out):
     """``out = f'(Z) * G`` with ``f'`` taken from ``Z`` or ``A = f(Z)`` (1-D slices)."""
     if activation == RELU:
@@ -175,7 +181,7 @@ def _add_times_second_derivative(activation, A, RZ, DA, out):
             out[i] += a * (1.0 - a) * (1.0 - 2.0 * a) * RZ[i] * DA[i]
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _add_bias(M, m_off, n, width, b, b_off):
     """Add ``b[b_off : b_off + width]`` to each of the ``n`` rows of the block ``M[m_off]``.
 
@@ -190,7 +196,7 @@ def _add_bias(M, m_off, n, width, b, b_off):
             row[j] += bias[j]
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _column_sums(M, m_off, n, width, out, o_off, accumulate):
     """``out[o_off : o_off + width] (+)=`` column sums of the ``(n, width)`` block ``M[m_off]``
     (a vectorised loop, as :func:`_add_bias`), four rows at a time."""

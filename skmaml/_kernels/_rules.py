@@ -66,7 +66,8 @@ def rate_groups(net, rule):
     return groups
 
 
-@njit(**JIT_OPTIONS)
+# Inlined, as _mlp's elementwise loops (see there): called at every inner step of every task.
+@njit(inline="always", **JIT_OPTIONS)
 def _rate_set(rule, k, n_per_step):
     """Offset in ``rule.rates`` of the set inner step ``k`` uses."""
     return min(k, rule.n_rate_steps - 1) * n_per_step
@@ -77,13 +78,13 @@ def _rate_set(rule, k, n_per_step):
 # vectorising the loop.
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _step_scalar(theta, grad, alpha, out):
     for i in range(theta.shape[0]):
         out[i] = theta[i] - alpha * grad[i]
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _step_vector(theta, grad, alpha, out):
     for i in range(theta.shape[0]):
         out[i] = theta[i] - alpha[i] * grad[i]
