@@ -124,7 +124,7 @@ def _block_start(n_buf, woffsets, l, r0):
 # The bias add, column sums and activation derivative are inlined into their callers (numba's
 # inline="always"): a call of a compiled function increments and decrements the reference count
 # of every array it is passed (an atomic add each), and these run several times per task and inner
-# step on a few dozen entries. Inlining them made an N = 5 second-order meta-iteration 5-8% faster
+# step on a few dozen entries. Inlining them made an N = 5 second-order meta-iteration 5-6% faster
 # (first order 1-2%) for about 2 s more on a cold first fit (40 -> 42 s); inlining the activation
 # too added 10 s (benchmarks/perf_attribution.py profiles the reference counts).
 # --------------------------------------------------------------------------------------------------
