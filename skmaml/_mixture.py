@@ -632,25 +632,21 @@ class MAMLMixture(MetaEstimatorMixin, BaseEstimator):
         if self.combine == "route":
             return self.estimators_[self.route(X, y, n_inner_steps)].adapt(X, y, n_inner_steps)
         weights = self.route_proba(X, y)
-        models = []
-        for j, component in enumerate(self.estimators_):
-            if weights[j] == 0:
-                models.append(None)
-                continue
+        models, kept = [], []
+        for j in np.flatnonzero(weights):
             try:
-                models.append(component.adapt(X, y, n_inner_steps))
+                models.append(self.estimators_[j].adapt(X, y, n_inner_steps))
             except ValueError as exc:
                 # A component whose adaptation to these rows diverges drops out of the average
                 # (as routing sends such a task elsewhere); if every one diverges, say so.
                 if "diverged" not in str(exc):
                     raise
-                models.append(None)
-        kept = np.array([m is not None for m in models])
-        if not kept.any():
+                continue
+            kept.append(j)
+        if not models:
             raise ValueError("Adaptation diverged for every component with a non-zero routing "
                              "probability: lower the components' inner_lr or n_inner_steps.")
-        return AveragedModel([m for m in models if m is not None],
-                             weights[kept] / weights[kept].sum())
+        return AveragedModel(models, weights[kept] / weights[kept].sum())
 
     # ---------------------------------------------------------------------------------------------
     # Few-shot scoring

@@ -144,8 +144,9 @@ def adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq,
     batched = n_inner_steps > 0 and rows_independent(layer_sizes)
     chunk_rows = max(_STEP0_ROWS, n_s_max) if batched else 0
     step0 = np.empty((4, buffer_size(layer_sizes, chunk_rows)), dtype=theta.dtype)
-    c0 = 0  # first task of the chunk whose step-0 passes step0 holds
+    c0 = 0  # first task of the chunk whose step-0 passes pass0 holds
     c1 = 0  # one past its last task
+    pass0 = Pass(step0[0], step0[1], step0[2], step0[3], 0)
     for t in range(n_tasks):
         s0 = s_offsets[t]
         n_s = s_offsets[t + 1] - s0
@@ -169,7 +170,6 @@ def adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq,
                     support_losses[u, 0] = _output_grad(pass0.Z, at, s_offsets[u + 1] - s_offsets[u],
                                                         n_out, ys, s_offsets[u], pass0.DZ, at)
                 _backprop_rows(theta, net, pass0, 0, n_chunk, first)
-            pass0 = Pass(step0[0], step0[1], step0[2], step0[3], s_offsets[c1] - s_offsets[c0])
             _weight_grad_rows(net, Xs, s0, pass0, s0 - s_offsets[c0], n_s, grad, False, first)
             adapt_step(theta, grad, rule, groups, 0, adapted)
             k0 = 1
