@@ -406,6 +406,41 @@ def test_steps_beyond_the_learned_sets(rule_name, first_order):
                      what="rate part")
 
 
+@pytest.mark.parametrize("rule_name", ["plain", "plain_anil", *RULE_SPECS])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adapt_step_in_place_has_the_bits_of_a_step_into_another_array(rule_name, dtype):
+    """``adapt_step`` into ``theta_k`` itself (inner_adapt, adaptation_losses) runs loops of its
+    own (see _rules); they give the bits of the step into another array, move the adapted layers
+    only, and read the rates of step ``k``."""
+    from skmaml._kernels._mlp import network
+    from skmaml._kernels._rules import adapt_step, rate_groups
+
+    rng = np.random.default_rng(_seed("adapt-step-in-place", rule_name, dtype))
+    sizes = np.array([N_FEATURES, *HIDDEN, 2], dtype=np.int64)
+    if rule_name.startswith("plain"):
+        rule = plain_rule(0.05 + 0.1 * rng.random(), dtype,
+                          first_layer=len(sizes) - 1 if rule_name == "plain_anil" else 1)
+    else:
+        rule = make_rule(rule_name, sizes, 3, rng, dtype=dtype)
+    groups = rate_groups(network(sizes, ACTIVATION_CODES["tanh"]), rule)
+    theta = naive.init_theta(sizes, rng).astype(dtype)
+    grad = rng.normal(size=theta.shape).astype(dtype)
+    p0 = p0_of(sizes, rule)
+    for k in range(3):
+        into = np.full_like(theta, np.nan)
+        adapt_step(theta, grad, rule, groups, k, into)
+        in_place = theta.copy()
+        adapt_step(in_place, grad, rule, groups, k, in_place)
+        np.testing.assert_array_equal(in_place, into)
+        np.testing.assert_array_equal(in_place[:p0], theta[:p0])
+        assert np.all(in_place[p0:] != theta[p0:])
+        # The step sizes of step k: the expanded rates of its set (the last set beyond them).
+        alpha = step_rates(rule, rate_map(sizes, rule.sharing, rule.first_layer), k)
+        eps = np.finfo(dtype).eps
+        np.testing.assert_allclose(in_place, theta - alpha * grad, rtol=0,
+                                   atol=4 * eps * np.abs(theta).max())
+
+
 # ---------------------------------------------------------------------------
 # 7. ragged meta-batch
 # ---------------------------------------------------------------------------

@@ -90,6 +90,22 @@ def _step_vector(theta, grad, alpha, out):
         out[i] = theta[i] - alpha[i] * grad[i]
 
 
+# The same steps in place, reading and writing one array: given it as two arguments (``theta``
+# and ``out``), LLVM cannot tell they are one array, its run-time overlap test sends the loop to
+# its scalar version, and an in-place step took 2.5 times as long (1,761 float64 parameters, one
+# core of a Zen 4: 0.5 against 0.2 us). The same arithmetic, so the same bits.
+@njit(inline="always", **JIT_OPTIONS)
+def _step_scalar_in_place(v, grad, alpha):
+    for i in range(v.shape[0]):
+        v[i] = v[i] - alpha * grad[i]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _step_vector_in_place(v, grad, alpha):
+    for i in range(v.shape[0]):
+        v[i] = v[i] - alpha[i] * grad[i]
+
+
 @njit(**JIT_OPTIONS)
 def adapt_step(theta_k, grad, rule, groups, k, out):
     """``out = theta_k - alpha_k * grad`` on the adapted parameters, ``out = theta_k`` on the body
@@ -97,18 +113,27 @@ def adapt_step(theta_k, grad, rule, groups, k, out):
     bit."""
     p0 = groups[0]
     n_par = theta_k.shape[0]
-    for i in range(p0):
-        out[i] = theta_k[i]
+    in_place = out.ctypes.data == theta_k.ctypes.data
+    if not in_place:
+        for i in range(p0):
+            out[i] = theta_k[i]
     rates = rule.rates
     if rule.sharing == PER_PARAMETER:
         base = _rate_set(rule, k, n_par - p0)
-        _step_vector(theta_k[p0:], grad[p0:], rates[base:base + n_par - p0], out[p0:])
+        alpha = rates[base:base + n_par - p0]
+        if in_place:
+            _step_vector_in_place(out[p0:], grad[p0:], alpha)
+        else:
+            _step_vector(theta_k[p0:], grad[p0:], alpha, out[p0:])
         return
     n_groups = groups.shape[0] - 1
     base = _rate_set(rule, k, n_groups)
     for g in range(n_groups):
         lo, hi = groups[g], groups[g + 1]
-        _step_scalar(theta_k[lo:hi], grad[lo:hi], rates[base + g], out[lo:hi])
+        if in_place:
+            _step_scalar_in_place(out[lo:hi], grad[lo:hi], rates[base + g])
+        else:
+            _step_scalar(theta_k[lo:hi], grad[lo:hi], rates[base + g], out[lo:hi])
 
 
 @njit(**JIT_OPTIONS)
@@ -181,4 +206,4 @@ def sweep_step(v, hv, rule, k, scaled):
         for i in range(v.shape[0]):
             v[i] = v[i] - hv[i]
         return
-    _step_scalar(v, hv, rule.rates[min(k, rule.n_rate_steps - 1)], v)
+    _step_scalar_in_place(v, hv, rule.rates[min(k, rule.n_rate_steps - 1)])
