@@ -408,12 +408,13 @@ def test_steps_beyond_the_learned_sets(rule_name, first_order):
 
 @pytest.mark.parametrize("rule_name", ["plain", "plain_anil", *RULE_SPECS])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_adapt_step_in_place_has_the_bits_of_a_step_into_another_array(rule_name, dtype):
-    """``adapt_step`` into ``theta_k`` itself (inner_adapt, adaptation_losses) runs loops of its
-    own (see _rules); they give the bits of the step into another array, move the adapted layers
-    only, and read the rates of step ``k``."""
+def test_steps_in_place_have_the_bits_of_steps_into_another_array(rule_name, dtype):
+    """``adapt_step`` into ``theta_k`` itself (inner_adapt, adaptation_losses) and
+    ``scale_direction`` into ``v`` itself (the sweep's step 0) run loops of their own (see
+    _rules); they give the bits of the same step into another array, move the adapted layers only,
+    and read the rates of step ``k``."""
     from skmaml._kernels._mlp import network
-    from skmaml._kernels._rules import adapt_step, rate_groups
+    from skmaml._kernels._rules import adapt_step, rate_groups, scale_direction
 
     rng = np.random.default_rng(_seed("adapt-step-in-place", rule_name, dtype))
     sizes = np.array([N_FEATURES, *HIDDEN, 2], dtype=np.int64)
@@ -439,6 +440,14 @@ def test_adapt_step_in_place_has_the_bits_of_a_step_into_another_array(rule_name
         eps = np.finfo(dtype).eps
         np.testing.assert_allclose(in_place, theta - alpha * grad, rtol=0,
                                    atol=4 * eps * np.abs(theta).max())
+        into = np.full_like(theta, np.nan)
+        scaled = scale_direction(grad, rule, groups, k, into)
+        in_place = grad.copy()
+        assert scale_direction(in_place, rule, groups, k, in_place) == scaled
+        assert scaled == (rule.sharing != ONE_RATE)
+        if scaled:
+            np.testing.assert_array_equal(in_place[p0:], into[p0:])
+            np.testing.assert_allclose(in_place[p0:], (alpha * grad)[p0:], rtol=4 * eps)
 
 
 # ---------------------------------------------------------------------------

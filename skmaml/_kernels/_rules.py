@@ -168,6 +168,30 @@ def sum_rate_groups(acc, rule, groups, out):
             out[s * n_groups + j] = total
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _scale_scalar(d, alpha, o):
+    for i in range(d.shape[0]):
+        o[i] = alpha * d[i]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _scale_vector(d, alpha, o):
+    for i in range(d.shape[0]):
+        o[i] = alpha[i] * d[i]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _scale_scalar_in_place(d, alpha):
+    for i in range(d.shape[0]):
+        d[i] = alpha * d[i]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _scale_vector_in_place(d, alpha):
+    for i in range(d.shape[0]):
+        d[i] = alpha[i] * d[i]
+
+
 @njit(**JIT_OPTIONS)
 def scale_direction(v, rule, groups, k, out):
     """The direction the backward sweep multiplies by the support Hessian of step ``k``:
@@ -181,19 +205,24 @@ def scale_direction(v, rule, groups, k, out):
     p0 = groups[0]
     n_par = v.shape[0]
     rates = rule.rates
+    in_place = out.ctypes.data == v.ctypes.data  # one array for both (see _step_scalar_in_place)
     if rule.sharing == PER_PARAMETER:
         base = _rate_set(rule, k, n_par - p0)
-        alpha, d, o = rates[base:base + n_par - p0], v[p0:], out[p0:]
-        for i in range(d.shape[0]):
-            o[i] = alpha[i] * d[i]
+        alpha = rates[base:base + n_par - p0]
+        if in_place:
+            _scale_vector_in_place(out[p0:], alpha)
+        else:
+            _scale_vector(v[p0:], alpha, out[p0:])
         return True
     n_groups = groups.shape[0] - 1
     base = _rate_set(rule, k, n_groups)
     for j in range(n_groups):
         alpha = rates[base + j]
-        d, o = v[groups[j]:groups[j + 1]], out[groups[j]:groups[j + 1]]
-        for i in range(d.shape[0]):
-            o[i] = alpha * d[i]
+        lo, hi = groups[j], groups[j + 1]
+        if in_place:
+            _scale_scalar_in_place(out[lo:hi], alpha)
+        else:
+            _scale_scalar(v[lo:hi], alpha, out[lo:hi])
     return True
 
 
