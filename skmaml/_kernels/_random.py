@@ -80,7 +80,7 @@ def _wrapping_add_impl(a, b):
     return None
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _rotl(x, k):
     """Rotate the uint64 ``x`` left by ``k`` bits, ``0 < k < 64`` (``k`` a uint64)."""
     return (x << k) | (x >> (_U64 - k))
@@ -132,7 +132,7 @@ def rng_init(seed):
     return state
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def rng_next_u64(state):
     """Advance ``state`` (xoshiro256** 1.0) and return 64 uniformly random bits.
 
@@ -190,7 +190,7 @@ def rng_uniform(state):
     return np.float64(rng_next_u64(state) >> _U11) * _INV_TWO_POW_53
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def rng_integers(state, n):
     """An integer uniformly distributed on ``[0, n)``, exactly (no modulo bias).
 
