@@ -215,6 +215,29 @@ class Timed:
         return np.median(t), np.percentile(t, 25), np.percentile(t, 75)
 
 
+def fit_workload(n_steps, first_order):
+    """Table 1's workload through ``MAMLRegressor.fit``: ``(tasks, estimator)``, 1,000 sinusoid
+    tasks of 20 rows (each visit draws 10 support + 10 query rows, 25 tasks per batch, as Table 1's
+    meta-batch) and ``estimator(n_iter)``, a fresh regressor of the same network, dtype, inner_lr
+    and Adam that runs exactly ``n_iter`` meta-iterations."""
+    from skmaml import MAMLRegressor
+
+    rng = np.random.default_rng(2)
+    Xs, ys, Xq, yq = sinusoid_batch(rng, 1000, 10, 10)
+    tasks = [(np.concatenate([a, b]), np.concatenate([c, d])[:, 0])
+             for a, b, c, d in zip(Xs, Xq, ys, yq)]
+
+    def estimator(n_iter):
+        return MAMLRegressor(hidden_layer_sizes=(40, 40), activation="relu",
+                             inner_lr=INNER_LR, meta_lr=META_LR, n_inner_steps=n_steps,
+                             first_order=first_order, n_support=10, n_query=10,
+                             meta_batch_size=BASE["n_tasks"], normalize_y=False,
+                             max_iter=n_iter, n_iter_no_change=n_iter, tol=0.0,
+                             random_state=0)
+
+    return tasks, estimator
+
+
 class TimedFit(Timed):
     """skmaml through ``MAMLRegressor.fit`` on the workload of Table 1: the cost of one
     meta-iteration as the difference of a long and a short fit on the same tasks, divided by the
@@ -226,24 +249,8 @@ class TimedFit(Timed):
 
     def __init__(self, label, n_steps, first_order):
         def builder():
-            from skmaml import MAMLRegressor
-
-            # 1,000 tasks of 20 rows: each visit draws 10 support + 10 query rows, 25 tasks per
-            # batch, as Table 1's meta-batch (same network, dtype, inner_lr, Adam).
-            rng = np.random.default_rng(2)
-            Xs, ys, Xq, yq = sinusoid_batch(rng, 1000, 10, 10)
-            self.tasks = [(np.concatenate([a, b]), np.concatenate([c, d])[:, 0])
-                          for a, b, c, d in zip(Xs, Xq, ys, yq)]
-
-            def estimator(n_iter):
-                return MAMLRegressor(hidden_layer_sizes=(40, 40), activation="relu",
-                                     inner_lr=INNER_LR, meta_lr=META_LR, n_inner_steps=n_steps,
-                                     first_order=first_order, n_support=10, n_query=10,
-                                     meta_batch_size=BASE["n_tasks"], normalize_y=False,
-                                     max_iter=n_iter, n_iter_no_change=n_iter, tol=0.0,
-                                     random_state=0)
-
-            self.estimator = estimator
+            self.tasks, self.estimator = fit_workload(n_steps, first_order)
+            estimator = self.estimator
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ConvergenceWarning: the budget is the point
                 fitted = estimator(self.SHORT).fit(self.tasks)

@@ -4,6 +4,7 @@ Run it from the repository root (Linux, with ``perf`` installed and allowed to s
 
     taskset -c 1 python benchmarks/perf_attribution.py                 # N = 1 second order
     taskset -c 1 python benchmarks/perf_attribution.py --steps 5 --first-order --seconds 10
+    taskset -c 1 python benchmarks/perf_attribution.py --fit     # MAMLRegressor.fit itself
 
 It runs the Table 1 workload of ``bench_meta_step.py`` (25 tasks x (10 + 10) rows, MLP
 [1, 40, 40, 1], float32) in a loop under ``perf record`` and attributes the samples. numba's
@@ -13,7 +14,9 @@ counts every sample by the executable mapping it falls in: the product loops of
 ``_kernels._small`` (their C-callable entry points and the loops they call), the rest of the
 meta-iteration kernel (``meta_batch_grad``, with what numba inlined into it), and numba's
 reference-count helpers (``NRT_incref``/``NRT_decref``, found by their machine code), beside
-Python and the C libraries.
+Python and the C libraries. ``--fit`` profiles ``MAMLRegressor.fit`` on the same workload instead
+(``bench_meta_step.py``'s "through fit" row): its compiled training loop names the episode sampling,
+the checks and the optimiser step beside the kernel.
 
 The counts are shares of samples, not a timing: ``bench_meta_step.py`` and
 ``profile_meta_step.py`` time the same work. This is the profile ``docs/compiled_core.rst``
@@ -130,26 +133,52 @@ def _function_map():
 
 
 def child(args):
-    """The profiled process: warm up, describe its code, then loop until the time is up."""
-    from bench_meta_step import build_skmaml, sinusoid_workload
+    """The profiled process: warm up, describe its code, then run until the time is up."""
+    if args.fit:
+        import warnings
 
-    layer_sizes, _, theta0, (Xs, ys, Xq, yq) = sinusoid_workload()
-    step, _ = build_skmaml(layer_sizes, args.steps, args.first_order, theta0, Xs, ys, Xq, yq)
-    for _ in range(50):
-        step()
+        from bench_meta_step import fit_workload
+
+        tasks, estimator = fit_workload(args.steps, args.first_order)
+        warnings.simplefilter("ignore")  # ConvergenceWarning: the budget is the point
+        estimator(50).fit(tasks)  # compiles
+        t0 = time.perf_counter()
+        estimator(500).fit(tasks)
+        per_iteration = (time.perf_counter() - t0) / 500
+        # One fit that lasts about --seconds (its set-up is a small share of that).
+        fit = estimator(max(1, int(args.seconds / per_iteration)))
+        run = lambda: fit.fit(tasks)  # noqa: E731
+    else:
+        from bench_meta_step import build_skmaml, sinusoid_workload
+
+        layer_sizes, _, theta0, (Xs, ys, Xq, yq) = sinusoid_workload()
+        step, _ = build_skmaml(layer_sizes, args.steps, args.first_order, theta0, Xs, ys, Xq,
+                               yq)
+        for _ in range(50):
+            step()
+
+        def run():
+            stop = time.perf_counter() + args.seconds
+            while time.perf_counter() < stop:
+                step()
     with open("/tmp/perf-%d.map" % os.getpid(), "w") as out:
         for address, size, name in _function_map():
             out.write("%x %x %s\n" % (address, size, name))
     open(os.path.join(args.child, "ready"), "w").close()
-    stop = time.perf_counter() + args.seconds
-    while time.perf_counter() < stop:
-        step()
+    run()
+    # Sampling lasts until the process ends: leave without the interpreter's teardown (freeing
+    # every module's objects, numba's and LLVM's among them), which took 10-15% of the samples.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=1, help="inner steps N (default 1)")
     p.add_argument("--first-order", action="store_true", help="first-order MAML")
+    p.add_argument("--fit", action="store_true",
+                   help="profile MAMLRegressor.fit on the workload (its compiled training loop: "
+                        "sampling, checks, Adam) instead of the bare kernel called from Python")
     p.add_argument("--seconds", type=float, default=8.0, help="profiled loop time")
     p.add_argument("--top", type=int, default=15, help="functions listed")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -162,7 +191,7 @@ def main(argv=None):
     data = os.path.join(work, "perf.data")
     command = [sys.executable, os.path.abspath(__file__), "--child", work, "--steps",
                str(args.steps), "--seconds", str(args.seconds)] + (
-        ["--first-order"] if args.first_order else [])
+        ["--first-order"] if args.first_order else []) + (["--fit"] if args.fit else [])
     # A fresh numba cache: code loaded from the cache keeps no object code, whose symbol table
     # names the functions (so the child compiles everything, about a minute).
     env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(work, "numba-cache"))
@@ -197,8 +226,9 @@ def main(argv=None):
         functions[name] += 1
         places[place] += 1
     shutil.rmtree(work, ignore_errors=True)
-    print("# Samples of a meta-iteration loop (N = %d, %s order; %d samples)\n"
-          % (args.steps, "first" if args.first_order else "second", total))
+    print("# Samples of %s (N = %d, %s order; %d samples)\n"
+          % ("MAMLRegressor.fit" if args.fit else "a meta-iteration loop", args.steps,
+             "first" if args.first_order else "second", total))
     compiled = sum(n for place, n in places.items() if place in _COMPILED)
     print("| where | share of all samples | of the compiled code's |\n|---|---:|---:|")
     for name, n in places.most_common():
@@ -209,9 +239,11 @@ def main(argv=None):
     for name, n in functions.most_common(args.top):
         print("| %s | %.1f%% | %s |" % (name, 100.0 * n / total, "%.1f%%" % (
             100.0 * n / compiled) if name not in places or name in _COMPILED else ""))
-    print("\nPython: the benchmark's loop calling the kernel from Python (fit calls it from "
-          "compiled code); NRT: numba's reference counts of the arrays passed between compiled "
-          "functions (each an atomic add).")
+    print("\nPython: %s; NRT: numba's reference counts of the arrays passed between compiled "
+          "functions (each an atomic add)." % (
+              "fit's loop between compiled runs of meta-iterations" if args.fit else
+              "the benchmark's loop calling the kernel from Python (fit calls it from compiled "
+              "code)"))
 
 
 if __name__ == "__main__":
