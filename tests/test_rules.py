@@ -410,9 +410,9 @@ def test_steps_beyond_the_learned_sets(rule_name, first_order):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_steps_in_place_have_the_bits_of_steps_into_another_array(rule_name, dtype):
     """``adapt_step`` into ``theta_k`` itself (inner_adapt, adaptation_losses) and
-    ``scale_direction`` into ``v`` itself (the sweep's step 0) run loops of their own (see
-    _rules); they give the bits of the same step into another array, move the adapted layers only,
-    and read the rates of step ``k``."""
+    ``scale_direction`` into ``v`` itself (the sweep's step 0) run their loops on one view of the
+    array (see _rules); they give the bits of the same step into another array, move the adapted
+    layers only, and read the rates of step ``k``."""
     from skmaml._kernels._mlp import network
     from skmaml._kernels._rules import adapt_step, rate_groups, scale_direction
 

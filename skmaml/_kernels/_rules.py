@@ -90,22 +90,6 @@ def _step_vector(theta, grad, alpha, out):
         out[i] = theta[i] - alpha[i] * grad[i]
 
 
-# The same steps in place, reading and writing one array: given it as two arguments (``theta``
-# and ``out``), LLVM cannot tell they are one array, its run-time overlap test sends the loop to
-# its scalar version, and an in-place step took 2.5 times as long (1,761 float64 parameters, one
-# core of a Zen 4: 0.5 against 0.2 us). The same arithmetic, so the same bits.
-@njit(inline="always", **JIT_OPTIONS)
-def _step_scalar_in_place(v, grad, alpha):
-    for i in range(v.shape[0]):
-        v[i] = v[i] - alpha * grad[i]
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _step_vector_in_place(v, grad, alpha):
-    for i in range(v.shape[0]):
-        v[i] = v[i] - alpha[i] * grad[i]
-
-
 @njit(**JIT_OPTIONS)
 def adapt_step(theta_k, grad, rule, groups, k, out):
     """``out = theta_k - alpha_k * grad`` on the adapted parameters, ``out = theta_k`` on the body
@@ -113,6 +97,10 @@ def adapt_step(theta_k, grad, rule, groups, k, out):
     bit."""
     p0 = groups[0]
     n_par = theta_k.shape[0]
+    # In place (inner_adapt, adaptation_losses), the loops are given one view for both ``theta_k``
+    # and ``out``: passed two arrays that are one, LLVM's run-time overlap test sends a loop to its
+    # scalar version, which made an in-place step 2.5 times as long (1,761 float64 parameters, one
+    # core of a Zen 4, one run: 0.5 against 0.2 us). The same arithmetic, so the same bits.
     in_place = out.ctypes.data == theta_k.ctypes.data
     if not in_place:
         for i in range(p0):
@@ -122,7 +110,8 @@ def adapt_step(theta_k, grad, rule, groups, k, out):
         base = _rate_set(rule, k, n_par - p0)
         alpha = rates[base:base + n_par - p0]
         if in_place:
-            _step_vector_in_place(out[p0:], grad[p0:], alpha)
+            o = out[p0:]
+            _step_vector(o, grad[p0:], alpha, o)
         else:
             _step_vector(theta_k[p0:], grad[p0:], alpha, out[p0:])
         return
@@ -131,7 +120,8 @@ def adapt_step(theta_k, grad, rule, groups, k, out):
     for g in range(n_groups):
         lo, hi = groups[g], groups[g + 1]
         if in_place:
-            _step_scalar_in_place(out[lo:hi], grad[lo:hi], rates[base + g])
+            o = out[lo:hi]
+            _step_scalar(o, grad[lo:hi], rates[base + g], o)
         else:
             _step_scalar(theta_k[lo:hi], grad[lo:hi], rates[base + g], out[lo:hi])
 
@@ -180,18 +170,6 @@ def _scale_vector(d, alpha, o):
         o[i] = alpha[i] * d[i]
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def _scale_scalar_in_place(d, alpha):
-    for i in range(d.shape[0]):
-        d[i] = alpha * d[i]
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def _scale_vector_in_place(d, alpha):
-    for i in range(d.shape[0]):
-        d[i] = alpha[i] * d[i]
-
-
 @njit(**JIT_OPTIONS)
 def scale_direction(v, rule, groups, k, out):
     """The direction the backward sweep multiplies by the support Hessian of step ``k``:
@@ -205,12 +183,13 @@ def scale_direction(v, rule, groups, k, out):
     p0 = groups[0]
     n_par = v.shape[0]
     rates = rule.rates
-    in_place = out.ctypes.data == v.ctypes.data  # one array for both (see _step_scalar_in_place)
+    in_place = out.ctypes.data == v.ctypes.data  # one view for both (see adapt_step)
     if rule.sharing == PER_PARAMETER:
         base = _rate_set(rule, k, n_par - p0)
         alpha = rates[base:base + n_par - p0]
         if in_place:
-            _scale_vector_in_place(out[p0:], alpha)
+            o = out[p0:]
+            _scale_vector(o, alpha, o)
         else:
             _scale_vector(v[p0:], alpha, out[p0:])
         return True
@@ -220,7 +199,8 @@ def scale_direction(v, rule, groups, k, out):
         alpha = rates[base + j]
         lo, hi = groups[j], groups[j + 1]
         if in_place:
-            _scale_scalar_in_place(out[lo:hi], alpha)
+            o = out[lo:hi]
+            _scale_scalar(o, alpha, o)
         else:
             _scale_scalar(v[lo:hi], alpha, out[lo:hi])
     return True
@@ -235,4 +215,4 @@ def sweep_step(v, hv, rule, k, scaled):
         for i in range(v.shape[0]):
             v[i] = v[i] - hv[i]
         return
-    _step_scalar_in_place(v, hv, rule.rates[min(k, rule.n_rate_steps - 1)])
+    _step_scalar(v, hv, rule.rates[min(k, rule.n_rate_steps - 1)], v)
