@@ -390,6 +390,24 @@ def dist_version(name):
         return "not installed"
 
 
+def cpu_identity():
+    """``(vendor, family, model)`` from /proc/cpuinfo (``None`` where it does not say): a virtual
+    machine's model name may be only "AMD EPYC", which names no generation."""
+    ident = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "cpu family", "model") and key not in ident:
+                    ident[key] = value.strip()
+    except OSError:
+        pass
+    family, model = (ident.get(key) for key in ("cpu family", "model"))
+    return (ident.get("vendor_id"), int(family) if family and family.isdigit() else None,
+            int(model) if model and model.isdigit() else None)
+
+
 def cpu_description():
     model, flags = "unknown", set()
     try:
@@ -403,6 +421,17 @@ def cpu_description():
                     flags = set(value.split())
     except OSError:
         model = platform.processor() or "unknown"
+    _, family, number = cpu_identity()
+    details = []
+    if family is not None:
+        details.append("family %d, model %d" % (family, number if number is not None else -1))
+    try:
+        import llvmlite.binding as llvm
+        details.append("LLVM host CPU %s" % llvm.get_host_cpu_name())
+    except Exception:  # noqa: BLE001 -- the name is a courtesy of the header
+        pass
+    if details:
+        model = "%s (%s)" % (model, "; ".join(details))
     simd = [f for f in ("avx2", "fma", "avx512f") if f in flags]
     try:
         affinity = sorted(os.sched_getaffinity(0))
@@ -426,8 +455,9 @@ def nominal_peak():
     """``(GFLOP/s, how)``: the float32 peak of one core from its clock and vector units, or
     ``(None, why not)``. Clock: the largest ``cpuinfo_max_freq`` (else ``cpu MHz``); two FMA
     units (every x86 core with FMA since Haswell / Zen 1, but some Xeons have one 512-bit unit);
-    lanes: 8 with AVX2, 16 with AVX-512 on Intel (AMD Zen 4 runs 512-bit instructions on 256-bit
-    units: 8); 2 flops per FMA lane."""
+    lanes: 8 with AVX2 (4 on Zen 1 and Zen+, family 23 below model 0x30, whose FMA units are 128
+    bits wide), 16 with AVX-512 on Intel (AMD Zen 4 runs 512-bit instructions on 256-bit units:
+    8); 2 flops per FMA lane."""
     model, simd, _, _ = cpu_description()
     mhz = None
     try:
@@ -441,7 +471,11 @@ def nominal_peak():
             return None, "clock unknown"
     if "fma" not in simd:
         return None, "no FMA"
-    lanes = 16 if "avx512f" in simd and "AMD" not in model.upper() else 8
+    vendor, family, number = cpu_identity()
+    if vendor == "AuthenticAMD" and family == 23 and number is not None and number < 0x30:
+        lanes = 4  # Zen 1 and Zen+ split a 256-bit instruction over two 128-bit FMA units
+    else:
+        lanes = 16 if "avx512f" in simd and "AMD" not in model.upper() else 8
     gflops = mhz / 1e3 * 2 * lanes * 2
     return gflops, "%.0f MHz x 2 FMA units x %d float32 lanes x 2 flops" % (mhz, lanes)
 
