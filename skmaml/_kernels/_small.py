@@ -125,11 +125,12 @@ class _Codegen:
             width = half
         return self.b.extract_element(vector, ir.Constant(_I32, 0))
 
-    def transpose(self, rows):
+    def transpose(self, rows, h=None):
         """W vectors (the rows of a W x W block) -> its W columns, by log2(W) stages of
-        shuffles: stage h swaps the off-diagonal h x h blocks of every 2h x 2h block."""
+        shuffles: stage h swaps the off-diagonal h x h blocks of every 2h x 2h block (the
+        stages commute). ``h`` < W / 2: the rows have been through the stages above it."""
         w = self.lanes
-        rows, h = list(rows), w // 2
+        rows, h = list(rows), w // 2 if h is None else h
         while h >= 1:
             low, high = [], []
             for lane in range(w):
@@ -246,15 +247,33 @@ def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_
 
 def _emit_transpose(g, n, k, b0, ldb, t0):
     """The IR of ``t0[p n + j] = b0[j ldb + p]`` for ``j < n, p < k``: blocks of W x W entries
-    transposed in registers by W log W shuffles, the edges one entry at a time."""
+    transposed in registers, the edges one entry at a time. The first stage of the transpose,
+    which swaps the 128-bit halves of row pairs, is done by the loads: each vector is loaded as
+    two halves, one from each row of the pair (an insert from memory). As a shuffle across the
+    halves of 256-bit registers it was slow on Zen 1 (``vperm2f128``, 8 micro-ops there); the
+    stages left stay within the halves."""
     b, w = g.b, g.lanes
+    half = w // 2
+    half_pointer = ir.VectorType(g.fty, half).as_pointer()
     row_blocks, col_blocks = b.sdiv(n, g.const(w)), b.sdiv(k, g.const(w))
+
+    def load_half(row, column):
+        pointer = b.gep(b0, [b.add(b.mul(row, ldb), column)])
+        return b.load(b.bitcast(pointer, half_pointer), align=1)
+
     with cgutils.for_range(b, row_blocks) as j_loop:
         j0 = b.mul(j_loop.index, g.const(w))
         with cgutils.for_range(b, col_blocks) as p_loop:
             p0 = b.mul(p_loop.index, g.const(w))
-            rows = [g.load(b0, b.add(b.mul(b.add(j0, g.const(r)), ldb), p0)) for r in range(w)]
-            for c, column in enumerate(g.transpose(rows)):
+            # After the first stage, vector r < W / 2 holds the first halves of rows r and
+            # r + W / 2, and vector r + W / 2 their second halves.
+            rows = [None] * w
+            for r in range(half):
+                top, bottom = b.add(j0, g.const(r)), b.add(j0, g.const(r + half))
+                for v, column in ((r, p0), (r + half, b.add(p0, g.const(half)))):
+                    rows[v] = g.shuffle(load_half(top, column), load_half(bottom, column),
+                                        list(range(w)))
+            for c, column in enumerate(g.transpose(rows, half // 2)):
                 g.store(column, t0, b.add(b.mul(b.add(p0, g.const(c)), n), j0))
 
     def copy(j, p):
