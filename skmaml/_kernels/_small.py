@@ -125,6 +125,25 @@ class _Codegen:
             width = half
         return self.b.extract_element(vector, ir.Constant(_I32, 0))
 
+    def transpose_within_halves(self, rows):
+        """W vectors -> W vectors, each 128-bit half transposed as a block of the halves of its
+        vectors: the columns of a W x W block whose rows have had their halves swapped (see
+        :func:`_emit_transpose`). With 8 lanes, per 4 vectors: interleave pairs of vectors by
+        single lanes, then by pairs of lanes (8 shuffles, each one instruction on x86);
+        with 4 lanes, one stage of :meth:`transpose`."""
+        if self.lanes == 4:
+            return self.transpose(rows, 1)
+        single = ([0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15])
+        double = ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15])
+        columns = []
+        for v in (0, 4):
+            a, b, c, d = rows[v:v + 4]
+            ab = [self.shuffle(a, b, lanes) for lanes in single]
+            cd = [self.shuffle(c, d, lanes) for lanes in single]
+            for i in range(2):
+                columns += [self.shuffle(ab[i], cd[i], lanes) for lanes in double]
+        return columns
+
     def transpose(self, rows, h=None):
         """W vectors (the rows of a W x W block) -> its W columns, by log2(W) stages of
         shuffles: stage h swaps the off-diagonal h x h blocks of every 2h x 2h block (the
@@ -273,7 +292,7 @@ def _emit_transpose(g, n, k, b0, ldb, t0):
                 for v, column in ((r, p0), (r + half, b.add(p0, g.const(half)))):
                     rows[v] = g.shuffle(load_half(top, column), load_half(bottom, column),
                                         list(range(w)))
-            for c, column in enumerate(g.transpose(rows, half // 2)):
+            for c, column in enumerate(g.transpose_within_halves(rows)):
                 g.store(column, t0, b.add(b.mul(b.add(p0, g.const(c)), n), j0))
 
     def copy(j, p):
