@@ -390,37 +390,33 @@ def dist_version(name):
         return "not installed"
 
 
-def cpu_identity():
-    """``(vendor, family, model)`` from /proc/cpuinfo (``None`` where it does not say): a virtual
-    machine's model name may be only "AMD EPYC", which names no generation."""
-    ident = {}
+def _cpuinfo():
+    """The first value of each key of /proc/cpuinfo (the first CPU's); empty where it cannot be
+    read."""
+    info = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("vendor_id", "cpu family", "model") and key not in ident:
-                    ident[key] = value.strip()
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    family, model = (ident.get(key) for key in ("cpu family", "model"))
-    return (ident.get("vendor_id"), int(family) if family and family.isdigit() else None,
+    return info
+
+
+def cpu_identity():
+    """``(vendor, family, model)`` from /proc/cpuinfo (``None`` where it does not say): a virtual
+    machine's model name may be only "AMD EPYC", which names no generation."""
+    info = _cpuinfo()
+    family, model = info.get("cpu family"), info.get("model")
+    return (info.get("vendor_id"), int(family) if family and family.isdigit() else None,
             int(model) if model and model.isdigit() else None)
 
 
 def cpu_description():
-    model, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and model == "unknown":
-                    model = value.strip()
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        model = platform.processor() or "unknown"
+    info = _cpuinfo()
+    model = info.get("model name", "unknown") if info else platform.processor() or "unknown"
+    flags = set(info.get("flags", "").split())
     _, family, number = cpu_identity()
     details = []
     if family is not None:

@@ -147,7 +147,9 @@ def child(args):
         per_iteration = (time.perf_counter() - t0) / 500
         # One fit that lasts about --seconds (its set-up is a small share of that).
         fit = estimator(max(1, int(args.seconds / per_iteration)))
-        run = lambda: fit.fit(tasks)  # noqa: E731
+
+        def run():
+            fit.fit(tasks)
     else:
         from bench_meta_step import build_skmaml, sinusoid_workload
 

@@ -126,13 +126,15 @@ class _Codegen:
         return self.b.extract_element(vector, ir.Constant(_I32, 0))
 
     def transpose_within_halves(self, rows):
-        """W vectors -> W vectors, each 128-bit half transposed as a block of the halves of its
-        vectors: the columns of a W x W block whose rows have had their halves swapped (see
-        :func:`_emit_transpose`). With 8 lanes, per 4 vectors: interleave pairs of vectors by
-        single lanes, then by pairs of lanes (8 shuffles, each one instruction on x86);
-        with 4 lanes, one stage of :meth:`transpose`."""
+        """The columns of a W x W block from W vectors that hold the 128-bit halves of its rows,
+        the halves of rows ``r`` and ``r + W / 2`` in vector ``r`` (first halves, ``r < W / 2``)
+        and ``r + W / 2`` (second halves), as :func:`_emit_transpose` loads them: each half is
+        transposed as a block of the halves of its vectors, by interleaves of one x86
+        instruction each. 8 lanes, per 4 vectors: by single lanes, then by pairs of lanes (8
+        shuffles); 4 lanes, per 2 vectors: by single lanes (2)."""
         if self.lanes == 4:
-            return self.transpose(rows, 1)
+            single = ([0, 4, 2, 6], [1, 5, 3, 7])
+            return [self.shuffle(rows[v], rows[v + 1], lanes) for v in (0, 2) for lanes in single]
         single = ([0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15])
         double = ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15])
         columns = []
@@ -143,27 +145,6 @@ class _Codegen:
             for i in range(2):
                 columns += [self.shuffle(ab[i], cd[i], lanes) for lanes in double]
         return columns
-
-    def transpose(self, rows, h=None):
-        """W vectors (the rows of a W x W block) -> its W columns, by log2(W) stages of
-        shuffles: stage h swaps the off-diagonal h x h blocks of every 2h x 2h block (the
-        stages commute). ``h`` < W / 2: the rows have been through the stages above it."""
-        w = self.lanes
-        rows, h = list(rows), w // 2 if h is None else h
-        while h >= 1:
-            low, high = [], []
-            for lane in range(w):
-                group, q = divmod(lane, 2 * h)
-                base = group * 2 * h
-                low.append(base + q if q < h else w + base + q - h)
-                high.append(base + h + q if q < h else w + base + q)
-            new = list(rows)
-            for i in range(w):
-                if (i // h) % 2 == 0:
-                    new[i] = self.shuffle(rows[i], rows[i + h], low)
-                    new[i + h] = self.shuffle(rows[i], rows[i + h], high)
-            rows, h = new, h // 2
-        return rows
 
 
 def _operands(context, builder, signature, args, integer_args, arrays):
