@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit
 
 from ._blas import rows_independent
+from ._borrow import borrowed, keep_alive
 from ._config import JIT_OPTIONS, PER_PARAMETER
 from ._mlp import (
     Pass,
@@ -46,6 +47,7 @@ from ._mlp import (
     _loss_grad_rows,
     _output_grad,
     _weight_grad_rows,
+    borrowed_network,
     buffer_size,
     layer_offsets,
     loss_grad,
@@ -56,6 +58,7 @@ from ._numeric import as_dtype_of, mean_loss
 from ._rules import (
     adapt_step,
     add_rate_grad,
+    borrowed_rule,
     rate_groups,
     scale_direction,
     sum_rate_groups,
@@ -124,26 +127,36 @@ def adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq,
     query_losses : ndarray of shape (n_tasks,), float64
         Receive the losses.
     """
-    net = network(layer_sizes, activation)
-    groups = rate_groups(net, rule)
+    # Borrowed views (._borrow), as in meta_batch_grad: of the arguments, and of the arrays made
+    # here, which keep_alive holds to the end.
+    net_owner = network(layer_sizes, activation)
+    groups_owner = rate_groups(net_owner, rule)
+    net = borrowed_network(net_owner)
+    groups = borrowed(groups_owner)
+    rule = borrowed_rule(rule)
+    theta, Xs, ys, Xq, yq = borrowed(theta), borrowed(Xs), borrowed(ys), borrowed(Xq), borrowed(yq)
+    s_offsets, q_offsets = borrowed(s_offsets), borrowed(q_offsets)
+    support_losses, query_losses = borrowed(support_losses), borrowed(query_losses)
     first = rule.first_layer
     n_layers = layer_sizes.shape[0] - 1
     n_out = layer_sizes[n_layers]
     n_tasks = s_offsets.shape[0] - 1
-    adapted = np.empty_like(theta)
-    grad = np.empty_like(theta)
+    adapted_owner, grad_owner = np.empty_like(theta), np.empty_like(theta)
+    adapted, grad = borrowed(adapted_owner), borrowed(grad_owner)
     # One set of pass buffers for every task and step, laid out for each task's own row count
     # (what ``loss_grad`` and ``loss`` would allocate at every call); only the adapted layers'
     # gradient is computed, the rest of ``grad`` is not read by ``adapt_step``.
     n_s_max, n_q_max = _max_task_rows(s_offsets, q_offsets)
-    work = np.empty((4, buffer_size(layer_sizes, max(n_s_max, n_q_max))), dtype=theta.dtype)
+    work_owner = np.empty((4, buffer_size(layer_sizes, max(n_s_max, n_q_max))), dtype=theta.dtype)
+    work = borrowed(work_owner)
     # Step 0 starts every task from theta: when the products give each row the same bits
     # whatever the rows beside it, its forward and backward passes run over the support rows of
     # a chunk of tasks at once (chunks of about _STEP0_ROWS rows, cache-sized), as in
     # meta_batch_grad; with BLAS products, task by task.
     batched = n_inner_steps > 0 and rows_independent(layer_sizes)
     chunk_rows = max(_STEP0_ROWS, n_s_max) if batched else 0
-    step0 = np.empty((4, buffer_size(layer_sizes, chunk_rows)), dtype=theta.dtype)
+    step0_owner = np.empty((4, buffer_size(layer_sizes, chunk_rows)), dtype=theta.dtype)
+    step0 = borrowed(step0_owner)
     c0 = 0  # first task of the chunk whose step-0 passes pass0 holds
     c1 = 0  # one past its last task
     pass0 = Pass(step0[0], step0[1], step0[2], step0[3], 0)
@@ -184,6 +197,7 @@ def adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq,
         out = _block_start(n_q, net.woffsets, n_layers, 0)
         # The output gradient goes to DZ, which the loss does not read.
         query_losses[t] = _output_grad(query.Z, out, n_q, n_out, yq, q0, query.DZ, out)
+    keep_alive(net_owner, groups_owner, adapted_owner, grad_owner, work_owner, step0_owner)
 
 
 @njit(**JIT_OPTIONS)
@@ -321,10 +335,19 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     """
     n_tasks = s_offsets.shape[0] - 1
     n_layers = layer_sizes.shape[0] - 1
-    net = network(layer_sizes, activation)
+    # From here on every array is a borrowed view (._borrow), counted by no reference: the
+    # arguments, which the caller holds, and the network, groups and workspace made here, which
+    # keep_alive holds to the end.
+    net_owner = network(layer_sizes, activation)
+    groups_owner = rate_groups(net_owner, rule)
+    net = borrowed_network(net_owner)
+    groups = borrowed(groups_owner)
+    rule = borrowed_rule(rule)
+    theta, Xs, ys, Xq, yq = borrowed(theta), borrowed(Xs), borrowed(ys), borrowed(Xq), borrowed(yq)
+    s_offsets, q_offsets = borrowed(s_offsets), borrowed(q_offsets)
+    grad_out, task_losses = borrowed(grad_out), borrowed(task_losses)
     n_par = n_params(layer_sizes)
     dtype = theta.dtype
-    groups = rate_groups(net, rule)
     first = rule.first_layer
     learn = rule.learn
     n_s_all = Xs.shape[0]
@@ -337,9 +360,10 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         layer_sizes, s_offsets, q_offsets, n_inner_steps, first_order, rule)
     size = regions.sum()
     if workspace is None or workspace.shape[0] < size:
-        work = np.empty(size, dtype=dtype)
+        work_owner = np.empty(size, dtype=dtype)
     else:
-        work = workspace
+        work_owner = workspace
+    work = borrowed(work_owner)
     # Carve every region of workspace_layout from the workspace, in its order.
     start = np.zeros(12, dtype=np.int64)
     for r in range(11):
@@ -374,7 +398,8 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
         _backprop_rows(theta, net, pass0, 0, n_s_all, first)
     query_pass = Pass(query[0], query[1], query[2], query[3], n_q_buf)
     task_sweep = (sweep[0], sweep[1], sweep[2])
-    single_block = np.zeros(2, dtype=np.int64)
+    block_owner = np.zeros(2, dtype=np.int64)
+    single_block = borrowed(block_owner)
 
     grad_out[:] = 0.0
     for t in range(n_tasks):
@@ -441,6 +466,7 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     inv_tasks = as_dtype_of(1.0 / n_tasks, theta)
     for i in range(grad_out.shape[0]):
         grad_out[i] *= inv_tasks
+    keep_alive(net_owner, groups_owner, work_owner, block_owner)
     return mean_loss(task_losses[:n_tasks])
 
 

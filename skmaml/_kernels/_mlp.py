@@ -47,6 +47,7 @@ from numba.core import types
 from numba.extending import overload
 
 from ._blas import gemm, small_affine, small_backprop_relu
+from ._borrow import borrowed
 from ._config import JIT_OPTIONS, LOGISTIC, RELU, TANH
 
 # --------------------------------------------------------------------------------------------------
@@ -110,6 +111,13 @@ that needs only ``Z`` and ``A`` may hold any arrays as ``DZ`` and ``DA``."""
 def network(layer_sizes, activation):
     """The :class:`Network` of these layer sizes and hidden activation."""
     return Network(layer_sizes, layer_offsets(layer_sizes), width_offsets(layer_sizes), activation)
+
+
+@njit(**JIT_OPTIONS)
+def borrowed_network(net):
+    """``net`` with its arrays :func:`._borrow.borrowed` (valid while ``net`` is)."""
+    return Network(borrowed(net.layer_sizes), borrowed(net.offsets), borrowed(net.woffsets),
+                   net.activation)
 
 
 @njit(**JIT_OPTIONS)

@@ -19,6 +19,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from ._borrow import borrowed
 from ._config import JIT_OPTIONS, ONE_RATE, PER_LAYER, PER_PARAMETER
 
 Rule = namedtuple("Rule", ["rates", "n_rate_steps", "sharing", "first_layer", "learn"])
@@ -30,6 +31,13 @@ the gradient of the query loss with respect to ``rates`` too."""
 def plain_rule(inner_lr, dtype, first_layer=1):
     """The rule of plain MAML (ANIL with ``first_layer > 1``): one fixed step size ``inner_lr``."""
     return Rule(np.full(1, inner_lr, dtype=dtype), 1, ONE_RATE, int(first_layer), False)
+
+
+@njit(**JIT_OPTIONS)
+def borrowed_rule(rule):
+    """``rule`` with its step sizes :func:`._borrow.borrowed` (valid while ``rule`` is)."""
+    return Rule(borrowed(rule.rates), rule.n_rate_steps, rule.sharing, rule.first_layer,
+                rule.learn)
 
 
 @njit(**JIT_OPTIONS)
