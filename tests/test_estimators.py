@@ -21,7 +21,7 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.utils import check_random_state
 
 from skmaml import FewShotScorer, MAMLClassifier, MAMLRegressor
-from skmaml._base import BaseMAML
+from skmaml._base import BaseMAML, _epoch_order
 from skmaml._kernels._config import ACTIVATION_CODES
 from skmaml._kernels._maml import meta_batch_grad
 from skmaml._kernels._rules import plain_rule
@@ -1016,3 +1016,16 @@ def test_sinusoid_maml_beats_pooled_pretraining_then_finetuning(quiet):
           f"MAML {mse_maml:.3f} vs pooled MLP + fine-tuning {mse_pooled:.3f} "
           f"(MAML fit {maml_time:.1f} s)")
     assert mse_maml * 2 < mse_pooled
+
+
+@pytest.mark.parametrize("n_tasks, batch_size", [(1, 1), (7, 3), (25, 25), (26, 25), (1003, 25),
+                                                 (10, 40)])
+def test_epoch_order_sorts_each_batch(n_tasks, batch_size):
+    # The epoch's batches are those of the shuffled order, each batch's tasks in increasing index
+    # (the last, shorter batch too); the order of the batches is the shuffle's.
+    permutation = np.random.RandomState(n_tasks).permutation(n_tasks)
+    order = _epoch_order(permutation, batch_size)
+    for lo in range(0, n_tasks, batch_size):
+        np.testing.assert_array_equal(order[lo:lo + batch_size],
+                                      np.sort(permutation[lo:lo + batch_size]))
+    np.testing.assert_array_equal(permutation, np.random.RandomState(n_tasks).permutation(n_tasks))
