@@ -97,6 +97,18 @@ def inner_adapt(theta, layer_sizes, activation, Xs, ys, rule, n_inner_steps):
     return adapted
 
 
+@njit(**JIT_OPTIONS)
+def _borrowed_batch(layer_sizes, activation, rule, theta, Xs, ys, Xq, yq, s_offsets, q_offsets):
+    """What the batch kernels run on (._borrow): the network and the rule's step-size groups,
+    made here and returned as owners for the caller's keep_alive, then borrowed views of them, of
+    the rule and of the batch's arrays (the caller's arguments)."""
+    net_owner = network(layer_sizes, activation)
+    groups_owner = rate_groups(net_owner, rule)
+    return (net_owner, groups_owner, borrowed_network(net_owner), borrowed(groups_owner),
+            borrowed_rule(rule), borrowed(theta), borrowed(Xs), borrowed(ys), borrowed(Xq),
+            borrowed(yq), borrowed(s_offsets), borrowed(q_offsets))
+
+
 # Support rows per chunk of adaptation_losses' batched step 0: its pass buffers (4 x 81 entries
 # a row for hidden (40, 40)) stay within a core's L2 cache.
 _STEP0_ROWS = 256
@@ -129,13 +141,9 @@ def adaptation_losses(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq,
     """
     # Borrowed views (._borrow), as in meta_batch_grad: of the arguments, and of the arrays made
     # here, which keep_alive holds to the end.
-    net_owner = network(layer_sizes, activation)
-    groups_owner = rate_groups(net_owner, rule)
-    net = borrowed_network(net_owner)
-    groups = borrowed(groups_owner)
-    rule = borrowed_rule(rule)
-    theta, Xs, ys, Xq, yq = borrowed(theta), borrowed(Xs), borrowed(ys), borrowed(Xq), borrowed(yq)
-    s_offsets, q_offsets = borrowed(s_offsets), borrowed(q_offsets)
+    (net_owner, groups_owner, net, groups, rule, theta, Xs, ys, Xq, yq, s_offsets,
+     q_offsets) = _borrowed_batch(layer_sizes, activation, rule, theta, Xs, ys, Xq, yq, s_offsets,
+                                  q_offsets)
     support_losses, query_losses = borrowed(support_losses), borrowed(query_losses)
     first = rule.first_layer
     n_layers = layer_sizes.shape[0] - 1
@@ -338,13 +346,9 @@ def meta_batch_grad(theta, layer_sizes, activation, Xs, ys, s_offsets, Xq, yq, q
     # From here on every array is a borrowed view (._borrow), counted by no reference: the
     # arguments, which the caller holds, and the network, groups and workspace made here, which
     # keep_alive holds to the end.
-    net_owner = network(layer_sizes, activation)
-    groups_owner = rate_groups(net_owner, rule)
-    net = borrowed_network(net_owner)
-    groups = borrowed(groups_owner)
-    rule = borrowed_rule(rule)
-    theta, Xs, ys, Xq, yq = borrowed(theta), borrowed(Xs), borrowed(ys), borrowed(Xq), borrowed(yq)
-    s_offsets, q_offsets = borrowed(s_offsets), borrowed(q_offsets)
+    (net_owner, groups_owner, net, groups, rule, theta, Xs, ys, Xq, yq, s_offsets,
+     q_offsets) = _borrowed_batch(layer_sizes, activation, rule, theta, Xs, ys, Xq, yq, s_offsets,
+                                  q_offsets)
     grad_out, task_losses = borrowed(grad_out), borrowed(task_losses)
     n_par = n_params(layer_sizes)
     dtype = theta.dtype
