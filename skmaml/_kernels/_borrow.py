@@ -6,7 +6,7 @@ whenever a view is taken, an array is put in a tuple, or it is passed to or held
 function; its pruning pass removes the pairs only inside functions that call no other compiled
 function. The meta-gradient's passes over a task's rows take views and call each other, so the
 count of the workspace, of θ and of the rows went up and down dozens of times per task and inner
-step: 10% of the samples of an N = 5 first-order meta-iteration on a Zen 1 core
+step: 10% of the samples of an N = 5 first-order meta-iteration in one profile on a Zen 1 core
 (``benchmarks/perf_attribution.py``).
 
 A view from :func:`borrowed` has the same data pointer, shape and strides, and a null meminfo,
