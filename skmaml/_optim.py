@@ -74,6 +74,9 @@ class AdamOptimizer:
     ----------
     m, v : ndarray of shape (n_params,), dtype of theta, or None
         First and second moment estimates; None until :meth:`reset` or the first :meth:`update`.
+        An estimate below the dtype's smallest normal number is stored as zero (a parameter with a
+        zero gradient would otherwise keep a subnormal ``m`` for good, slow to compute with on many
+        CPUs; see :func:`._kernels._update.adam_update`).
     t : int
         Number of steps taken so far.
     """
