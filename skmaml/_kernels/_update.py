@@ -57,8 +57,8 @@ def adam_update(theta, grad, m, v, t, learning_rate, beta_1, beta_2, epsilon):
     subnormals, so it never reaches zero. Arithmetic on subnormals takes a slow path on many x86
     CPUs: on one core of an Intel Xeon (Ice Lake), this update of 1,761 float32 parameters took
     40 us with the moments that ``benchmarks/bench_meta_step.py``'s bare loop had after 6,000
-    iterations (956 of them subnormal) against 2.7 us with them stored as zero. Such a moment's
-    share of the step, ``learning_rate * m_hat / (sqrt(v_hat) + epsilon)``, is below
+    iterations (956 of them subnormal) against 2.7 us with them stored as zero (one run). Such a
+    moment's share of the step, ``learning_rate * m_hat / (sqrt(v_hat) + epsilon)``, is below
     ``learning_rate * tiny / epsilon`` (1e-33 in float32 with the defaults), which leaves θ
     unchanged unless θ is itself that small; NaN and infinities are kept.
 
