@@ -231,3 +231,70 @@ def test_a_fused_relu_backprop_has_the_bits_of_its_separate_passes(m, n, k, dtyp
     np.testing.assert_array_equal(C.view(np.uint8), C_ref.view(np.uint8))
     np.testing.assert_array_equal(G.view(np.uint8), G_ref.view(np.uint8))
     assert np.isnan(C[pad:pad + n]).all() and (m < 2 or G[pad + ldc] == 0)
+
+
+# Run in a child process for one choice of the products' vectors (``_small._wide_products``, which
+# follows the CPU numba compiles for): every product of SHAPES in each layout and dtype, with beta
+# 0 and 1, and the fused layers, on the same operands; the results' bytes go to one .npz file.
+_PRODUCTS_OF_ONE_CHOICE = r"""
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import test_products as t
+from skmaml._kernels._small import _wide_products
+out = {"wide": np.array(_wide_products())}
+rng = np.random.default_rng(5)
+for dtype in (np.float32, np.float64):
+    for m, n, k in t.SHAPES:
+        for trans_a, trans_b in ((False, False), (True, False), (False, True)):
+            for beta in (0.0, 1.0):
+                C = t._product(trans_a, trans_b, m, n, k, dtype, beta, rng)[0]
+                out["p%s%s%s%s%s" % (np.dtype(dtype), (m, n, k), trans_a, trans_b, beta)] = C
+        if m and k and n > 1 and k * n <= t.SMALL_WEIGHTS:
+            pad = 3
+            A = rng.standard_normal(pad + m * (k + pad)).astype(dtype)
+            W = rng.standard_normal(pad + k * (n + pad) + n).astype(dtype)
+            Z, R = np.zeros(pad + m * (n + pad) + pad, dtype), np.zeros(pad + m * (n + pad) + pad, dtype)
+            t.small_affine(m, n, k, A, pad, k + pad, W, pad, n + pad, pad + k * (n + pad), Z, pad,
+                           n + pad, R, pad, True)
+            C, G = np.zeros_like(Z), np.zeros_like(Z)
+            t.small_backprop_relu(m, n, k, A, pad, k + pad, W, pad, k, C, pad, n + pad, Z, pad,
+                                  G, pad)
+            out["l%s%s" % (np.dtype(dtype), (m, n, k))] = np.concatenate([Z, R, C, G])
+np.savez(sys.argv[2], **{key: value.view(np.uint8) if value.dtype.kind == "f" else value
+                        for key, value in out.items()})
+"""
+
+
+def test_wide_and_narrow_products_have_the_same_bits(tmp_path):
+    """On an AVX-512 machine, the products' loops compiled with 512-bit vectors and four rows per
+    pass (for a CPU of ``_small._WIDE_CPUS``) and with 256-bit vectors and two rows (any other
+    CPU, same instruction set) give the same bytes: every product of SHAPES in every layout, and
+    the fused layers. (The choice is a CPU's, so a fit's bits do not depend on it.)"""
+    import os
+    import subprocess
+    import sys
+
+    import llvmlite.binding as llvm
+
+    from skmaml._kernels._small import _WIDE_CPUS
+
+    features = llvm.get_host_cpu_features().flatten()
+    if "+avx512f" not in features.split(","):
+        pytest.skip("this CPU has no AVX-512: the wide loops cannot run here")
+    children = {}
+    for label, cpu in (("wide", sorted(_WIDE_CPUS)[0]), ("narrow", "x86-64-v4")):
+        env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features,
+                   NUMBA_CACHE_DIR=str(tmp_path / f"cache_{label}"))
+        children[label] = subprocess.Popen(
+            [sys.executable, "-c", _PRODUCTS_OF_ONE_CHOICE, os.path.dirname(__file__),
+             str(tmp_path / f"{label}.npz")], env=env, stderr=subprocess.PIPE, text=True)
+    for label, child in children.items():
+        _, err = child.communicate(timeout=600)
+        assert child.returncode == 0, f"{label}: {err[-3000:]}"
+    wide, narrow = np.load(tmp_path / "wide.npz"), np.load(tmp_path / "narrow.npz")
+    assert bool(wide["wide"]) and not bool(narrow["wide"])
+    assert sorted(wide.files) == sorted(narrow.files) and len(wide.files) > 200
+    for key in wide.files:
+        if key != "wide":
+            np.testing.assert_array_equal(wide[key], narrow[key], err_msg=key)

@@ -9,8 +9,9 @@ unless the library has a small-matrix path for the CPU: OpenBLAS has one for its
 registers:
 
 * :func:`rows_times_matrix` -- ``C (+)= op(A) B`` with ``B`` read by rows: each row of ``C`` (two at
-  a time, up to five vectors of it, the last one masked) is accumulated over ``p`` by fused
-  multiply-adds of a broadcast ``A[i, p]`` with row ``p`` of ``B`` (``A`` may be read transposed);
+  a time, four on the CPUs of ``_WIDE_CPUS``; up to five vectors of it, the last one masked) is
+  accumulated over ``p`` by fused multiply-adds of a broadcast ``A[i, p]`` with row ``p`` of ``B``
+  (``A`` may be read transposed);
 * :func:`rows_times_transposed` -- ``C (+)= A B^T`` (backpropagation through a layer): ``B^T`` is
   built on the stack, ``W x W`` blocks transposed in registers, then multiplied as above;
 * :func:`rows_dot_rows` -- ``C (+)= A b`` for one column ``b``: dot products of rows, vectorised
@@ -20,7 +21,8 @@ registers:
   while they are in registers, rounded as the separate passes would round them.
 
 The vectors are 256 bits (8 float32 or 4 float64 lanes): LLVM lowers them to the machine's SIMD
-(two 128-bit halves on SSE machines, AVX-512 registers where it prefers them). Multiply-adds are
+(two 128-bit halves on SSE machines). The products' multiply loops use 512-bit vectors on the
+AVX-512 CPUs listed in ``_WIDE_CPUS``, where that measured faster. Multiply-adds are
 ``llvm.fmuladd`` (one rounding where the CPU fuses them, two where it cannot), and the order of
 every sum is fixed by the code alone: an entry of ``C`` is the same function of its row of
 ``op(A)`` and its column of ``op(B)`` whatever the number of rows of the product, the other
@@ -51,17 +53,48 @@ _I32 = ir.IntType(32)
 SMALL_WEIGHTS = 2048
 
 # Vectors of C per row in one pass of rows_times_matrix; with two rows, 10 accumulators, which
-# with the two broadcasts and a row of B fit the 16 vector registers of AVX2.
+# with the two broadcasts and a row of B fit the 16 vector registers of AVX2. With 512-bit
+# vectors and four rows, three (48 float32 columns, 12 accumulators): the sinusoid's 40 columns
+# in one pass, with less code to compile than five.
 _ROW_VECTORS = 5
+
+# The CPUs (LLVM's names for them) on which the products' loops use 512-bit vectors and four rows
+# of C per pass: AVX-512 cores that execute 512-bit operations at full width and were measured
+# faster so. On an AMD EPYC of the Zen 5 generation (znver5), one core, float32, Table 1 of
+# ``benchmarks/bench_meta_step.py``: a meta-iteration took 0.81-0.87 of its time with 256-bit
+# vectors and two rows (min of 21 blocks, two alternating runs); 512-bit vectors with two rows
+# gained little (six accumulators cannot hide the latency of the multiply-adds), and 256-bit
+# vectors with four rows gained at N = 1 only. On an Intel Ice Lake Xeon 512-bit vectors with two
+# rows were slower; four rows have not been measured there, nor on Zen 4 (which splits a 512-bit
+# operation into two halves), so every other CPU keeps 256-bit vectors and two rows. The choice
+# follows the CPU numba compiles for (``NUMBA_CPU_NAME``, ``NUMBA_CPU_FEATURES``), which is part
+# of the key of numba's cache, and changes no bits: an entry's sum runs over ``p`` in the same
+# order whatever the width of the vectors along ``j`` or the rows computed together.
+_WIDE_CPUS = frozenset({"znver5"})
+
+
+def _wide_products():
+    """Whether the products' loops use 512-bit vectors and four rows (:data:`_WIDE_CPUS`)."""
+    name = config.CPU_NAME or llvm.get_host_cpu_name()
+    features = config.CPU_FEATURES
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten()
+    return name in _WIDE_CPUS and "+avx512f" in features.split(",")
 
 
 class _Codegen:
     """Types, intrinsics and small IR idioms shared by the products (one per call site)."""
 
-    def __init__(self, context, builder, dtype):
+    def __init__(self, context, builder, dtype, wide=False):
+        """``wide``: the vectors and rows per pass of the products' loops on this CPU
+        (:func:`_wide_products`); otherwise 256-bit vectors and two rows (transposes, dot
+        products)."""
         self.b = builder
         self.fty = context.get_value_type(dtype)
-        self.lanes = 8 if dtype == types.float32 else 4
+        wide = wide and _wide_products()
+        self.lanes = (512 if wide else 256) // (32 if dtype == types.float32 else 64)
+        self.rows = 4 if wide else 2
+        self.row_vectors = 3 if wide else _ROW_VECTORS
         self.vty = ir.VectorType(self.fty, self.lanes)
         self.intp = context.get_value_type(types.intp)
         bits = 32 if dtype == types.float32 else 64
@@ -179,7 +212,8 @@ def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_
     has_tail = b.icmp_signed(">", tail, g.const(0))
     tail_mask = g.first_lanes(tail)
     n_vectors = b.add(full, b.zext(has_tail, g.intp))  # per row, the last one maybe masked
-    accs = [[cgutils.alloca_once(b, g.vty) for _ in range(_ROW_VECTORS)] for _ in range(2)]
+    accs = [[cgutils.alloca_once(b, g.vty) for _ in range(g.row_vectors)]
+            for _ in range(g.rows)]
 
     def block(i, n_rows, v0, count, masked):
         """Rows ``i .. i + n_rows - 1``, vectors ``v0 .. v0 + count - 1`` of them."""
@@ -224,13 +258,13 @@ def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_
                             masks[v])
 
     def rows(i, n_rows):
-        # Passes of _ROW_VECTORS unmasked vectors while more remain, then one of the rest.
-        passes = b.sdiv(b.sub(n_vectors, g.const(1)), g.const(_ROW_VECTORS))
+        # Passes of g.row_vectors unmasked vectors while more remain, then one of the rest.
+        passes = b.sdiv(b.sub(n_vectors, g.const(1)), g.const(g.row_vectors))
         with cgutils.for_range(b, passes) as loop:
-            block(i, n_rows, b.mul(loop.index, g.const(_ROW_VECTORS)), _ROW_VECTORS, False)
-        v0 = b.mul(passes, g.const(_ROW_VECTORS))
+            block(i, n_rows, b.mul(loop.index, g.const(g.row_vectors)), g.row_vectors, False)
+        v0 = b.mul(passes, g.const(g.row_vectors))
         left = b.sub(n_vectors, v0)
-        for count in range(1, _ROW_VECTORS + 1):
+        for count in range(1, g.row_vectors + 1):
             this = b.icmp_signed("==", left, g.const(count))
             with b.if_then(b.and_(this, b.not_(has_tail))):
                 block(i, n_rows, v0, count, False)
@@ -238,11 +272,19 @@ def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_
                 block(i, n_rows, v0, count, True)
 
     with b.if_then(b.icmp_signed(">", n_vectors, g.const(0))):
-        pairs = b.sdiv(m, g.const(2))
-        with cgutils.for_range(b, pairs) as loop:
-            rows(b.mul(loop.index, g.const(2)), 2)
-        with b.if_then(b.icmp_signed("!=", b.mul(pairs, g.const(2)), m)):
-            rows(b.sub(m, g.const(1)), 1)
+        # Groups of g.rows rows, then the rest (fewer than g.rows) in blocks of half as many
+        # rows, a quarter, ..., one: e.g. 3 = 2 + 1.
+        groups = b.sdiv(m, g.const(g.rows))
+        with cgutils.for_range(b, groups) as loop:
+            rows(b.mul(loop.index, g.const(g.rows)), g.rows)
+        done = b.mul(groups, g.const(g.rows))
+        size = g.rows // 2
+        while size >= 1:
+            with b.if_then(b.icmp_signed(">=", b.sub(m, done), g.const(size))):
+                rows(done, size)
+            done = b.select(b.icmp_signed(">=", b.sub(m, done), g.const(size)),
+                            b.add(done, g.const(size)), done)
+            size //= 2
 
 
 def _emit_transpose(g, n, k, b0, ldb, t0):
@@ -302,7 +344,7 @@ def rows_times_matrix(typingctx, m, n, k, A, a_off, a_row, a_col, B, b_off, ldb,
     sig = types.void(m, n, k, A, a_off, a_row, a_col, B, b_off, ldb, C, c_off, ldc, accumulate)
 
     def codegen(context, builder, signature, args):
-        g = _Codegen(context, builder, dtype)
+        g = _Codegen(context, builder, dtype, wide=True)
         ints, (a0, b0, c0) = _operands(context, builder, signature, args,
                                        (0, 1, 2, 4, 5, 6, 8, 9, 11, 12), ((3, 4), (7, 8), (10, 11)))
         add_to_c = context.cast(builder, args[13], signature.args[13], types.boolean)
@@ -327,7 +369,7 @@ def rows_times_matrix_plus_bias(typingctx, m, n, k, A, a_off, lda, W, w_off, ldw
     sig = types.void(m, n, k, A, a_off, lda, W, w_off, ldw, b_off, Z, z_off, ldz, R, r_off, relu)
 
     def codegen(context, builder, signature, args):
-        g = _Codegen(context, builder, dtype)
+        g = _Codegen(context, builder, dtype, wide=True)
         ints, (a0, w0, bias0, z0, r0) = _operands(
             context, builder, signature, args, (0, 1, 2, 4, 5, 7, 8, 9, 11, 12, 14),
             ((3, 4), (6, 7), (6, 9), (10, 11), (13, 14)))
@@ -365,6 +407,7 @@ def rows_times_transposed(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c
         with builder.goto_entry_block():
             transposed = builder.alloca(g.fty, size=g.const(SMALL_WEIGHTS))
         _emit_transpose(g, n, k, b0, ints[8], transposed)
+        g = _Codegen(context, builder, dtype, wide=True)
         _emit_rows_times_matrix(g, ints[0], n, k, a0, ints[5], g.const(1), transposed, n, c0,
                                 ints[11], add_to_c)
         return context.get_dummy_value()
@@ -454,18 +497,19 @@ def relu_backprop(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c_off, ld
             context, builder, signature, args, (0, 1, 2, 4, 5, 7, 8, 10, 11, 13, 15),
             ((3, 4), (6, 7), (9, 10), (12, 13), (14, 15)))
         m, n, k, lda, ldb, ldc = ints[0], ints[1], ints[2], ints[5], ints[8], ints[11]
+        gw = _Codegen(context, builder, dtype, wide=True)
         no = ir.Constant(ir.IntType(1), 0)
         one_row = builder.and_(builder.icmp_signed("==", k, g.const(1)),
                                builder.icmp_signed("==", ldb, g.const(1)))
         with builder.if_else(one_row) as (row, transposed):
             with row:
-                _emit_rows_times_matrix(g, m, n, k, a0, lda, g.const(1), b0, g.const(1), c0, ldc,
+                _emit_rows_times_matrix(gw, m, n, k, a0, lda, g.const(1), b0, g.const(1), c0, ldc,
                                         no, gate=(z0, g0))
             with transposed:
                 with builder.goto_entry_block():
                     buffer = builder.alloca(g.fty, size=g.const(SMALL_WEIGHTS))
                 _emit_transpose(g, n, k, b0, ldb, buffer)
-                _emit_rows_times_matrix(g, m, n, k, a0, lda, g.const(1), buffer, n, c0, ldc, no,
+                _emit_rows_times_matrix(gw, m, n, k, a0, lda, g.const(1), buffer, n, c0, ldc, no,
                                         gate=(z0, g0))
         return context.get_dummy_value()
 
