@@ -452,8 +452,8 @@ def nominal_peak():
     ``(None, why not)``. Clock: the largest ``cpuinfo_max_freq`` (else ``cpu MHz``); two FMA
     units (every x86 core with FMA since Haswell / Zen 1, but some Xeons have one 512-bit unit);
     lanes: 8 with AVX2 (4 on Zen 1 and Zen+, family 23 below model 0x30, whose FMA units are 128
-    bits wide), 16 with AVX-512 on Intel (AMD Zen 4 runs 512-bit instructions on 256-bit units:
-    8); 2 flops per FMA lane."""
+    bits wide), 16 with AVX-512 on Intel and on AMD from Zen 5 (family 26; Zen 4 runs 512-bit
+    instructions on 256-bit units: 8); 2 flops per FMA lane."""
     model, simd, _, _ = cpu_description()
     mhz = None
     try:
@@ -470,8 +470,10 @@ def nominal_peak():
     vendor, family, number = cpu_identity()
     if vendor == "AuthenticAMD" and family == 23 and number is not None and number < 0x30:
         lanes = 4  # Zen 1 and Zen+ split a 256-bit instruction over two 128-bit FMA units
+    elif "avx512f" in simd and (vendor != "AuthenticAMD" or (family or 0) >= 26):
+        lanes = 16  # Intel; AMD from Zen 5 (family 26), whose FMA units are 512 bits wide
     else:
-        lanes = 16 if "avx512f" in simd and "AMD" not in model.upper() else 8
+        lanes = 8
     gflops = mhz / 1e3 * 2 * lanes * 2
     return gflops, "%.0f MHz x 2 FMA units x %d float32 lanes x 2 flops" % (mhz, lanes)
 
@@ -515,8 +517,11 @@ def header(report, blas_before, blas_after, args):
     report("- skmaml git commit %s" % git_description())
     nominal, how = nominal_peak()
     report("- peak of one core, float32: %.1f GFLOP/s measured (the best single-thread OpenBLAS "
-           "sgemm of 1024 x 1024 matrices in this run; '%% of peak' uses it); nominal %s (%s)"
-           % (args.peak, "%.1f GFLOP/s" % nominal if nominal else "unknown", how))
+           "sgemm of 1024 x 1024 matrices in this run), nominal %s (%s); '%% of peak' uses the "
+           "larger, %s (OpenBLAS's kernel for a CPU it does not know may use narrower vectors "
+           "than the CPU has; the nominal clock is the base clock, not the boost)"
+           % (args.measured_peak, "%.1f GFLOP/s" % nominal if nominal else "unknown", how,
+              "the nominal one" if args.peak > args.measured_peak else "the measured one"))
     report("- timing: median of %d blocks of ~%.0f ms after >= %.1f s warm-up (Table 2: fewer "
            "rounds for its slowest cases); one thread everywhere (threadpoolctl, "
            "torch.set_num_threads(1), XLA_FLAGS=%r)" % (
@@ -978,7 +983,8 @@ def main(argv=None):
                 import jax  # noqa: F401  (now, so its import time is not a "first call")
 
         report = Report()
-        args.peak = measured_peak(0.3 if args.quick else 1.0)
+        args.measured_peak = measured_peak(0.3 if args.quick else 1.0)
+        args.peak = max(args.measured_peak or 0.0, nominal_peak()[0] or 0.0)
         header(report, blas_before, blas_after, args)
         if 1 in args.tables:
             table1(report, args, peer_status)
