@@ -60,11 +60,12 @@ _ROW_VECTORS = 5
 
 # The CPUs (LLVM's names for them) on which the products' loops use 512-bit vectors and four rows
 # of C per pass: AVX-512 cores that execute 512-bit operations at full width and were measured
-# faster so. On an AMD EPYC of the Zen 5 generation (znver5), one core, float32, Table 1 of
-# ``benchmarks/bench_meta_step.py``: a meta-iteration took 0.81-0.87 of its time with 256-bit
-# vectors and two rows (min of 21 blocks, two alternating runs); 512-bit vectors with two rows
-# gained little (six accumulators cannot hide the latency of the multiply-adds), and 256-bit
-# vectors with four rows gained at N = 1 only. On an Intel Ice Lake Xeon 512-bit vectors with two
+# faster so. On an AMD EPYC of the Zen 5 generation (znver5), one core, float32, the workload of
+# Table 1 of ``benchmarks/bench_meta_step.py``: a meta-iteration took 0.75-0.82 of the time it
+# took with 256-bit vectors and two rows (min of 21 blocks, three alternating pairs of runs);
+# 512-bit vectors with two rows gained little (six accumulators cannot hide the latency of the
+# multiply-adds), and 256-bit vectors with four rows gained at N = 1 only (docs/compiled_core.rst,
+# "On a Zen 5 core"). On an Intel Ice Lake Xeon 512-bit vectors with two
 # rows were slower; four rows have not been measured there, nor on Zen 4 (which splits a 512-bit
 # operation into two halves), so every other CPU keeps 256-bit vectors and two rows. The choice
 # follows the CPU numba compiles for (``NUMBA_CPU_NAME``, ``NUMBA_CPU_FEATURES``), which is part
@@ -407,8 +408,8 @@ def rows_times_transposed(typingctx, m, n, k, A, a_off, lda, B, b_off, ldb, C, c
         with builder.goto_entry_block():
             transposed = builder.alloca(g.fty, size=g.const(SMALL_WEIGHTS))
         _emit_transpose(g, n, k, b0, ints[8], transposed)
-        g = _Codegen(context, builder, dtype, wide=True)
-        _emit_rows_times_matrix(g, ints[0], n, k, a0, ints[5], g.const(1), transposed, n, c0,
+        gw = _Codegen(context, builder, dtype, wide=True)
+        _emit_rows_times_matrix(gw, ints[0], n, k, a0, ints[5], g.const(1), transposed, n, c0,
                                 ints[11], add_to_c)
         return context.get_dummy_value()
 
