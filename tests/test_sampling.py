@@ -558,3 +558,18 @@ def test_support_sizes_per_task():
         assert sorted(np.unique(support_labels, return_counts=True)[1]) == [shots[t]] * len(
             CLS_TASKS[t])
         assert support.shape[0] + query.shape[0] == sum(CLS_TASKS[t].values())
+
+
+@pytest.mark.parametrize("n_columns", [1, 2, 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gather_rows_is_numpys_row_gather(n_columns, dtype):
+    """gather_rows (with its one-column path) gives source[rows]: repeated, unsorted, no rows."""
+    from skmaml._kernels._sampling import gather_rows
+
+    rng = np.random.default_rng(n_columns)
+    source = rng.standard_normal((50, n_columns)).astype(dtype)
+    for rows in (rng.integers(0, 50, 250), np.array([49, 0, 0, 7]), np.zeros(0, np.int64)):
+        rows = rows.astype(np.int64)
+        gathered = gather_rows(source, rows)
+        assert gathered.dtype == dtype and gathered.flags.c_contiguous
+        np.testing.assert_array_equal(gathered, source[rows])

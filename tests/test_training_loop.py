@@ -263,3 +263,21 @@ def test_progress_ticks_at_each_multiple_crossed(monkeypatch):
     for n_done in range(1, 200):
         progress.tick(n_done, 1.0, None)
     assert shown == [64, 128, 192]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_finds_any_non_finite_entry(dtype):
+    """The divergence checks' all_finite (a reduction with no early exit) sees a NaN or an
+    infinity wherever it is, and is True for finite values, the largest ones included."""
+    from skmaml._kernels._numeric import all_finite
+
+    values = np.random.default_rng(0).standard_normal(1761).astype(dtype)
+    values[7] = np.finfo(dtype).max
+    values[8] = -np.finfo(dtype).max
+    values[9] = np.finfo(dtype).smallest_subnormal
+    assert all_finite(values) and all_finite(values[:0])
+    for position in (0, 1, 17, 1000, 1760):
+        for bad in (np.nan, np.inf, -np.inf):
+            spoiled = values.copy()
+            spoiled[position] = bad
+            assert not all_finite(spoiled)

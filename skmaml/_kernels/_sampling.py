@@ -50,6 +50,13 @@ def gather_rows(source, rows):
     # views per row, which dominated the cost for the narrow rows of few-shot regression.
     n_columns = source.shape[1]
     dest = np.empty((rows.shape[0], n_columns), dtype=source.dtype)
+    if n_columns == 1:
+        # One feature or one target (the sinusoid's): no inner loop of one trip per row. 250 rows
+        # of float32 took 0.15 us against 0.36 (one core of a Zen 5, fastest of 7 runs of 100,000
+        # calls from compiled code), and a meta-iteration gathers four such arrays.
+        for i in range(rows.shape[0]):
+            dest[i, 0] = source[rows[i], 0]
+        return dest
     for i in range(rows.shape[0]):
         r = rows[i]
         for j in range(n_columns):
