@@ -57,6 +57,7 @@ SMALL_WEIGHTS = 2048
 # vectors and four rows, three (48 float32 columns, 12 accumulators): the sinusoid's 40 columns
 # in one pass, with less code to compile than five.
 _ROW_VECTORS = 5
+_WIDE_ROW_VECTORS = 3
 
 # The CPUs (LLVM's names for them) on which the products' loops use 512-bit vectors and four rows
 # of C per pass: AVX-512 cores that execute 512-bit operations at full width and were measured
@@ -95,7 +96,7 @@ class _Codegen:
         wide = wide and _wide_products()
         self.lanes = (512 if wide else 256) // (32 if dtype == types.float32 else 64)
         self.rows = 4 if wide else 2
-        self.row_vectors = 3 if wide else _ROW_VECTORS
+        self.row_vectors = _WIDE_ROW_VECTORS if wide else _ROW_VECTORS
         self.vty = ir.VectorType(self.fty, self.lanes)
         self.intp = context.get_value_type(types.intp)
         bits = 32 if dtype == types.float32 else 64
@@ -281,10 +282,10 @@ def _emit_rows_times_matrix(g, m, n, k, a0, a_row, a_col, b0, ldb, c0, ldc, add_
         done = b.mul(groups, g.const(g.rows))
         size = g.rows // 2
         while size >= 1:
-            with b.if_then(b.icmp_signed(">=", b.sub(m, done), g.const(size))):
+            fits = b.icmp_signed(">=", b.sub(m, done), g.const(size))
+            with b.if_then(fits):
                 rows(done, size)
-            done = b.select(b.icmp_signed(">=", b.sub(m, done), g.const(size)),
-                            b.add(done, g.const(size)), done)
+            done = b.select(fits, b.add(done, g.const(size)), done)
             size //= 2
 
 
